@@ -1,0 +1,684 @@
+//! Configuration: defaults < `config.toml` < `LXMETRICS_*` environment < command-line flags.
+//!
+//! The structs here are the single source of truth for every key: `docs/configuration.md`
+//! documents them and a test checks that every key appears there. Unknown keys and bad
+//! values fail start-up with one line naming the key and where it came from, e.g.
+//! `/var/lib/lxmetrics/config.toml: metrics.cache_ttl: expected a duration like "8s"`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Value};
+use figment::{Figment, Metadata, Source};
+use serde::{Deserialize, Serialize};
+
+use crate::collector::HostPaths;
+use crate::instance::InstanceType;
+use crate::metric::is_valid_label_name;
+
+/// Environment variables starting with this configure the daemon (`__` between levels).
+pub const ENV_PREFIX: &str = "LXMETRICS_";
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Listeners and authentication.
+    pub core: CoreConfig,
+    /// The refresh and the exposition.
+    pub metrics: MetricsConfig,
+    /// Which collectors run, and their own settings.
+    pub collectors: CollectorsConfig,
+    /// Where host files are read.
+    pub host: HostPaths,
+    /// How cgroups map to instances.
+    pub instances: InstancesConfig,
+}
+
+/// `[core]`: listeners and authentication.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoreConfig {
+    /// Full API listener (TLS). `:8443` means all addresses.
+    pub https_address: ListenAddress,
+    /// Extra listener serving only `/1.0/metrics` and `/1.0`.
+    pub metrics_address: Option<ListenAddress>,
+    /// `false`: `/1.0/metrics` needs no client certificate.
+    pub metrics_authentication: bool,
+    /// PKI mode: certificates signed by `server.ca` are trusted as `client`.
+    pub trust_ca_certificates: bool,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            https_address: ListenAddress {
+                ip: Some(IpAddr::from([127, 0, 0, 1])),
+                port: 8443,
+            },
+            metrics_address: None,
+            metrics_authentication: true,
+            trust_ca_certificates: false,
+        }
+    }
+}
+
+/// `[metrics]`: the refresh and the exposition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// The coalescing window: a collection is reused for this long after it completes.
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// A collector that has not finished by then is reported failed for this refresh.
+    #[serde(with = "humantime_serde")]
+    pub collector_timeout: Duration,
+    /// Metric name prefix (`lxd`, `incus`, ...).
+    pub prefix: MetricPrefix,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            cache_ttl: Duration::from_secs(8),
+            collector_timeout: Duration::from_secs(5),
+            prefix: MetricPrefix("lxd".into()),
+        }
+    }
+}
+
+/// `[collectors]`: which collectors run. Enabled = (default-enabled ∪ `enable`) ∖ `disable`.
+/// Any other key is a collector's own section, `[collectors.<name>]`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CollectorsConfig {
+    /// Collectors to switch on in addition to the default ones.
+    pub enable: Vec<String>,
+    /// Collectors to switch off.
+    pub disable: Vec<String>,
+    /// Per-collector settings, keyed by collector name; checked against the registered
+    /// collectors at start-up.
+    #[serde(flatten)]
+    pub settings: Dict,
+}
+
+/// `[instances]`: how cgroups map to instances.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstancesConfig {
+    /// Rules tried in order; the first that matches a cgroup names the instance.
+    pub source: Vec<InstanceSource>,
+}
+
+impl Default for InstancesConfig {
+    fn default() -> Self {
+        InstancesConfig {
+            source: Preset::ALL
+                .iter()
+                .map(|p| InstanceSource::preset(*p))
+                .collect(),
+        }
+    }
+}
+
+/// Built-in cgroup naming rules for common runtimes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preset {
+    /// LXC and LXD: `lxc.payload.<name>`, LXD's `<project>_<name>`.
+    Lxc,
+    /// Docker: `docker-<id>.scope`, `docker/<id>`.
+    Docker,
+    /// Podman: `libpod-<id>.scope`.
+    Podman,
+    /// systemd-nspawn: `machine-<name>.scope`.
+    SystemdNspawn,
+    /// libvirt and QEMU virtual machines.
+    Libvirt,
+}
+
+impl Preset {
+    /// Every preset, in the default order.
+    pub const ALL: [Preset; 5] = [
+        Preset::Lxc,
+        Preset::Docker,
+        Preset::Podman,
+        Preset::SystemdNspawn,
+        Preset::Libvirt,
+    ];
+}
+
+/// One `[[instances.source]]` rule: either a preset or a custom pattern.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InstanceSource {
+    /// Use a built-in rule set (`lxc`, `docker`, `podman`, `systemd-nspawn`, `libvirt`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<Preset>,
+    /// A cgroup path pattern with `{name}` and optionally `{project}`, e.g.
+    /// `machine.slice/machine-{name}.scope`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<String>,
+    /// Instance type for matches of a pattern (default `container`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<InstanceType>,
+    /// Project for matches of a pattern without `{project}` (default `default`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+}
+
+impl InstanceSource {
+    /// A rule that uses a preset.
+    pub fn preset(preset: Preset) -> Self {
+        InstanceSource {
+            preset: Some(preset),
+            ..Default::default()
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        match (&self.preset, &self.pattern) {
+            (Some(_), Some(_)) => Err("give either preset or pattern, not both".into()),
+            (None, None) => Err("needs a preset or a pattern".into()),
+            (Some(_), None) if self.kind.is_some() || self.project.is_some() => {
+                Err("type and project apply to patterns, not presets".into())
+            }
+            (Some(_), None) => Ok(()),
+            (None, Some(pattern)) => validate_pattern(pattern),
+        }
+    }
+}
+
+fn validate_pattern(pattern: &str) -> Result<(), String> {
+    let mut names = 0;
+    let mut rest = pattern;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("pattern \"{pattern}\": unclosed '{{'"))?;
+        match &rest[open + 1..open + close] {
+            "name" => names += 1,
+            "project" => {}
+            other => {
+                return Err(format!(
+                    "pattern \"{pattern}\": unknown placeholder {{{other}}} (use {{name}} and {{project}})"
+                ))
+            }
+        }
+        rest = &rest[open + close + 1..];
+    }
+    if names != 1 {
+        return Err(format!(
+            "pattern \"{pattern}\": needs {{name}} exactly once"
+        ));
+    }
+    Ok(())
+}
+
+/// A listen address: `:PORT` (all addresses), `IP:PORT`, `[IPv6]:PORT`, or a bare IP
+/// (port 8443).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ListenAddress {
+    /// `None` means every address (IPv6 and IPv4).
+    pub ip: Option<IpAddr>,
+    /// TCP port; 0 lets the kernel pick (tests).
+    pub port: u16,
+}
+
+impl ListenAddress {
+    /// The socket address to bind; "all addresses" is `[::]`, dual-stack.
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip.unwrap_or(IpAddr::from([0u16; 8])), self.port)
+    }
+}
+
+impl FromStr for ListenAddress {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let bad = || {
+            format!(
+                "\"{s}\" is not an address like \":8443\", \"127.0.0.1:8443\" or \"[::1]:8443\""
+            )
+        };
+        if let Some(port) = s.strip_prefix(':') {
+            let port = port.parse().map_err(|_| bad())?;
+            return Ok(ListenAddress { ip: None, port });
+        }
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(ListenAddress {
+                ip: Some(addr.ip()),
+                port: addr.port(),
+            });
+        }
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = bare.parse::<IpAddr>() {
+            return Ok(ListenAddress {
+                ip: Some(ip),
+                port: 8443,
+            });
+        }
+        Err(bad())
+    }
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.ip {
+            None => write!(f, ":{}", self.port),
+            Some(ip) => write!(f, "{}", SocketAddr::new(ip, self.port)),
+        }
+    }
+}
+
+impl Serialize for ListenAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A metric name prefix: a valid label-like name, or empty for no prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct MetricPrefix(String);
+
+impl MetricPrefix {
+    /// The prefix text (without the joining `_`).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for MetricPrefix {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value.is_empty() || is_valid_label_name(&value) {
+            Ok(MetricPrefix(value))
+        } else {
+            Err(format!(
+                "\"{value}\" is not a valid metric prefix (letters, digits and _, not starting with a digit)"
+            ))
+        }
+    }
+}
+
+impl From<MetricPrefix> for String {
+    fn from(p: MetricPrefix) -> String {
+        p.0
+    }
+}
+
+/// Which configuration file to read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// `<state-dir>/config.toml`: read if it exists.
+    Optional(PathBuf),
+    /// Given with `--config`: must exist.
+    Required(PathBuf),
+}
+
+/// A configuration problem, in one line: where, which key, what.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file, environment variable or flag the bad value came from.
+    pub origin: String,
+    /// The dotted key, empty when the problem is not about one key (a syntax error).
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.key.is_empty() {
+            true => write!(f, "{}: {}", self.origin, self.message),
+            false => write!(f, "{}: {}: {}", self.origin, self.key, self.message),
+        }
+    }
+}
+
+/// Loads the configuration from defaults, the file, the environment and `overrides`
+/// (command-line flags as dotted key and value, applied last).
+pub fn load(file: &ConfigFile, overrides: &[(&str, Value)]) -> Result<Config, ConfigError> {
+    let path = match file {
+        ConfigFile::Optional(path) => path.is_file().then_some(path.as_path()),
+        ConfigFile::Required(path) => {
+            check_readable(path)?;
+            Some(path.as_path())
+        }
+    };
+    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    if let Some(path) = path {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment = figment.merge(
+        Env::prefixed(ENV_PREFIX)
+            // Variables without `__` (LXMETRICS_STATE_DIR, ...) are command-line options.
+            .filter(|key| key.as_str().contains("__"))
+            .split("__"),
+    );
+    for (key, value) in overrides {
+        figment = figment.merge(Serialized::global(key, value).profile(figment::Profile::Default));
+    }
+    let config: Config = figment.extract().map_err(|e| from_figment(e, path))?;
+    validate(&config, &figment)?;
+    Ok(config)
+}
+
+fn check_readable(path: &Path) -> Result<(), ConfigError> {
+    std::fs::metadata(path)
+        .and_then(|m| {
+            if m.is_file() {
+                Ok(())
+            } else {
+                Err(std::io::Error::other("not a regular file"))
+            }
+        })
+        .map_err(|e| ConfigError {
+            origin: path.display().to_string(),
+            key: String::new(),
+            message: format!("cannot read configuration file: {e}"),
+        })
+}
+
+/// Turns figment's error into our one-line form.
+fn from_figment(error: figment::Error, file: Option<&Path>) -> ConfigError {
+    use figment::error::Kind;
+    let mut path = error.path.clone();
+    let message = match &error.kind {
+        Kind::UnknownField(field, expected) => {
+            if path.last() != Some(field) {
+                path.push(field.clone());
+            }
+            if expected.is_empty() {
+                "unknown key".to_owned()
+            } else {
+                format!("unknown key (known keys here: {})", expected.join(", "))
+            }
+        }
+        kind => one_line(&kind.to_string()),
+    };
+    let origin = origin_of(error.metadata.as_ref(), &path)
+        .or_else(|| file.map(|f| f.display().to_string()))
+        .unwrap_or_else(|| "configuration".to_owned());
+    ConfigError {
+        origin,
+        key: path.join("."),
+        message,
+    }
+}
+
+/// Folds a multi-line parser message (TOML errors quote the offending line with a caret)
+/// into one line, keeping the words and dropping the drawing.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .filter(|line| {
+            let drawing = line.trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+            !drawing.starts_with('|') && !line.trim().is_empty()
+        })
+        .map(str::trim)
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+fn origin_of(metadata: Option<&Metadata>, path: &[String]) -> Option<String> {
+    let metadata = metadata?;
+    match &metadata.source {
+        Some(Source::File(file)) => Some(file.display().to_string()),
+        _ if metadata.name.contains("environment") => Some(format!(
+            "environment variable {ENV_PREFIX}{}",
+            path.join("__").to_ascii_uppercase()
+        )),
+        _ if metadata.name.starts_with("Serialized") => Some("command line".to_owned()),
+        _ => Some(metadata.name.to_string()),
+    }
+}
+
+/// Checks that need the whole configuration; errors name the key and where it was set.
+fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+    let fail = |key: &str, message: String| {
+        let path: Vec<String> = key.split('.').map(str::to_owned).collect();
+        ConfigError {
+            origin: origin_of(figment.find_metadata(key), &path)
+                .unwrap_or_else(|| "configuration".to_owned()),
+            key: key.to_owned(),
+            message,
+        }
+    };
+    if config.metrics.collector_timeout.is_zero() {
+        return Err(fail(
+            "metrics.collector_timeout",
+            "must be greater than zero".into(),
+        ));
+    }
+    for (i, source) in config.instances.source.iter().enumerate() {
+        source
+            .validate()
+            .map_err(|m| fail("instances.source", format!("rule {}: {m}", i + 1)))?;
+    }
+    for (name, value) in &config.collectors.settings {
+        if !matches!(value, Value::Dict(..)) {
+            return Err(fail(
+                &format!("collectors.{name}"),
+                "unknown key (collector settings go in a [collectors.<name>] table)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail fixes the closure's error type.
+mod tests {
+    use super::*;
+    use figment::Jail;
+
+    fn load_in(jail: &Jail, file: Option<&str>) -> Result<Config, ConfigError> {
+        let path = jail.directory().join("config.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        load(&ConfigFile::Optional(path), &[])
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        Jail::expect_with(|jail| {
+            let c = load_in(jail, None).unwrap();
+            assert_eq!(c.core.https_address.to_string(), "127.0.0.1:8443");
+            assert_eq!(c.core.metrics_address, None);
+            assert!(c.core.metrics_authentication);
+            assert!(!c.core.trust_ca_certificates);
+            assert_eq!(c.metrics.cache_ttl, Duration::from_secs(8));
+            assert_eq!(c.metrics.collector_timeout, Duration::from_secs(5));
+            assert_eq!(c.metrics.prefix.as_str(), "lxd");
+            assert_eq!(c.host.proc_root, PathBuf::from("/proc"));
+            assert_eq!(c.instances.source.len(), 5);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        Jail::expect_with(|jail| {
+            jail.set_env("LXMETRICS_METRICS__CACHE_TTL", "20s");
+            jail.set_env("LXMETRICS_CORE__METRICS_ADDRESS", "[::1]:9100");
+            jail.set_env("LXMETRICS_STATE_DIR", "/ignored/by/config");
+            let file = "[metrics]\ncache_ttl = \"10s\"\nprefix = \"incus\"\n\
+                        [core]\nhttps_address = \":8443\"\n";
+            std::fs::write(jail.directory().join("c.toml"), file).unwrap();
+            let c = load(
+                &ConfigFile::Required(jail.directory().join("c.toml")),
+                &[("core.https_address", Value::from("127.0.0.1:0"))],
+            )
+            .unwrap();
+            assert_eq!(c.metrics.cache_ttl, Duration::from_secs(20));
+            assert_eq!(c.metrics.prefix.as_str(), "incus");
+            assert_eq!(c.core.metrics_address.unwrap().to_string(), "[::1]:9100");
+            assert_eq!(c.core.https_address.to_string(), "127.0.0.1:0");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_file() {
+        Jail::expect_with(|jail| {
+            let e = load_in(jail, Some("[metrics]\ncache_tll = \"8s\"\n")).unwrap_err();
+            assert_eq!(e.key, "metrics.cache_tll");
+            assert!(e.origin.ends_with("config.toml"), "{e}");
+            assert!(e.to_string().contains("unknown key"), "{e}");
+            assert_eq!(e.to_string().lines().count(), 1);
+
+            let e = load_in(jail, Some("[nonsense]\nx = 1\n")).unwrap_err();
+            assert_eq!(e.key, "nonsense");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_origin() {
+        Jail::expect_with(|jail| {
+            let e = load_in(jail, Some("[metrics]\ncache_ttl = \"soon\"\n")).unwrap_err();
+            assert_eq!(e.key, "metrics.cache_ttl");
+            assert!(e.origin.ends_with("config.toml"));
+
+            let e = load_in(jail, Some("[core]\nhttps_address = \"localhost\"\n")).unwrap_err();
+            assert_eq!(e.key, "core.https_address");
+            assert!(e.message.contains("not an address"), "{e}");
+
+            let e = load_in(jail, Some("[metrics]\nprefix = \"my-fleet\"\n")).unwrap_err();
+            assert_eq!(e.key, "metrics.prefix");
+
+            let e = load_in(jail, Some("[metrics]\ncollector_timeout = \"0s\"\n")).unwrap_err();
+            assert_eq!(e.key, "metrics.collector_timeout");
+            assert!(e.origin.ends_with("config.toml"), "{e}");
+
+            let e =
+                load_in(jail, Some("[core]\nmetrics_authentication = \"maybe\"\n")).unwrap_err();
+            assert_eq!(e.key, "core.metrics_authentication");
+
+            std::fs::remove_file(jail.directory().join("config.toml")).unwrap();
+            jail.set_env("LXMETRICS_METRICS__CACHE_TTL", "later");
+            let e = load_in(jail, None).unwrap_err();
+            assert_eq!(
+                e.origin,
+                "environment variable LXMETRICS_METRICS__CACHE_TTL"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        Jail::expect_with(|jail| {
+            let e = load_in(jail, Some("[metrics\n")).unwrap_err();
+            assert!(e.to_string().contains("config.toml"), "{e}");
+            assert_eq!(e.to_string().lines().count(), 1, "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_missing_explicit_file_is_an_error() {
+        Jail::expect_with(|jail| {
+            let missing = jail.directory().join("nope.toml");
+            let e = load(&ConfigFile::Required(missing), &[]).unwrap_err();
+            assert!(e.to_string().contains("nope.toml"));
+            assert!(e.message.contains("cannot read"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn instance_sources() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                Some(
+                    "[[instances.source]]\npreset = \"lxc\"\n\
+                     [[instances.source]]\npattern = \"vms/{project}/{name}\"\ntype = \"virtual-machine\"\n",
+                ),
+            )
+            .unwrap();
+            assert_eq!(c.instances.source.len(), 2);
+            assert_eq!(
+                c.instances.source[1].kind,
+                Some(InstanceType::VirtualMachine)
+            );
+
+            for bad in [
+                "[[instances.source]]\npattern = \"no-placeholder\"\n",
+                "[[instances.source]]\npattern = \"{name}/{oops}\"\n",
+                "[[instances.source]]\npreset = \"lxc\"\npattern = \"{name}\"\n",
+                "[[instances.source]]\nproject = \"x\"\n",
+            ] {
+                let e = load_in(jail, Some(bad)).unwrap_err();
+                assert_eq!(e.key, "instances.source", "{bad}: {e}");
+            }
+            let e = load_in(
+                jail,
+                Some("[[instances.source]]\npreset = \"kubernetes\"\n"),
+            )
+            .unwrap_err();
+            assert!(e.key.starts_with("instances.source"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn collector_sections_are_kept_for_their_collector() {
+        Jail::expect_with(|jail| {
+            let c = load_in(
+                jail,
+                Some("[collectors]\ndisable = [\"disk\"]\n[collectors.textfile]\ndirectory = \"/x\"\n"),
+            )
+            .unwrap();
+            assert_eq!(c.collectors.disable, ["disk"]);
+            assert!(c.collectors.settings.contains_key("textfile"));
+            let e = load_in(jail, Some("[collectors]\ndisabel = [\"disk\"]\n")).unwrap_err();
+            assert_eq!(e.key, "collectors.disabel");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn listen_addresses() {
+        let ok = [
+            (":8443", None, 8443),
+            ("127.0.0.1:9000", Some("127.0.0.1"), 9000),
+            ("[::1]:8443", Some("::1"), 8443),
+            ("10.0.0.1", Some("10.0.0.1"), 8443),
+            ("[::1]", Some("::1"), 8443),
+        ];
+        for (text, ip, port) in ok {
+            let a: ListenAddress = text.parse().unwrap();
+            assert_eq!(a.ip, ip.map(|i| i.parse().unwrap()), "{text}");
+            assert_eq!(a.port, port, "{text}");
+        }
+        for bad in ["", ":", ":99999", "localhost:80", "1.2.3.4:x"] {
+            assert!(bad.parse::<ListenAddress>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            ":8443"
+                .parse::<ListenAddress>()
+                .unwrap()
+                .socket_addr()
+                .to_string(),
+            "[::]:8443"
+        );
+    }
+}

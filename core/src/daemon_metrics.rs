@@ -1,0 +1,300 @@
+//! Metrics about the daemon itself, computed on every request (never cached): uptime,
+//! instance counts, API request counters, collector health, refresh count and the
+//! standard `process_*` metrics.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Mutex;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::metric::{Family, MetricDesc, Namespace};
+use crate::process;
+use crate::snapshot::{ProjectFilter, Snapshot};
+
+const UPTIME: MetricDesc = MetricDesc::gauge("uptime_seconds", "Daemon uptime in seconds");
+const INSTANCES: MetricDesc = MetricDesc::gauge("instances", "Number of running instances");
+const API_COMPLETED: MetricDesc = MetricDesc::counter(
+    "api_requests_completed_total",
+    "Completed API requests by entity type and result",
+);
+const API_ONGOING: MetricDesc =
+    MetricDesc::gauge("api_requests_ongoing", "API requests being served now");
+const COLLECTOR_DURATION: MetricDesc = MetricDesc::gauge(
+    "metrics_collector_duration_seconds",
+    "How long each collector took in the last refresh",
+);
+const COLLECTOR_SUCCESS: MetricDesc = MetricDesc::gauge(
+    "metrics_collector_success",
+    "Whether each collector succeeded in the last refresh (1) or not (0)",
+);
+const COLLECTOR_FAILED_INSTANCES: MetricDesc = MetricDesc::gauge(
+    "metrics_collector_failed_instances",
+    "Instances each collector could not read in the last refresh (their series are absent)",
+);
+const REFRESHES: MetricDesc = MetricDesc::counter(
+    "metrics_refreshes_total",
+    "Metric collections actually run (cache misses)",
+);
+
+/// Whether a collector family would collide with a daemon metric.
+pub fn is_reserved(desc: &MetricDesc) -> bool {
+    match desc.namespace {
+        Namespace::Bare => desc.name.starts_with("process_"),
+        Namespace::Prefixed => {
+            [
+                &UPTIME,
+                &INSTANCES,
+                &API_COMPLETED,
+                &API_ONGOING,
+                &REFRESHES,
+            ]
+            .iter()
+            .any(|d| d.name == desc.name)
+                || desc.name.starts_with("metrics_")
+        }
+    }
+}
+
+/// How an API request ended, as LXD labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RequestResult {
+    /// 2xx/3xx.
+    Succeeded,
+    /// 4xx.
+    ErrorClient,
+    /// 5xx.
+    ErrorServer,
+}
+
+impl RequestResult {
+    /// Classifies an HTTP status code.
+    pub fn from_status(status: u16) -> Self {
+        match status {
+            500.. => RequestResult::ErrorServer,
+            400.. => RequestResult::ErrorClient,
+            _ => RequestResult::Succeeded,
+        }
+    }
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            RequestResult::Succeeded => "succeeded",
+            RequestResult::ErrorClient => "error_client",
+            RequestResult::ErrorServer => "error_server",
+        }
+    }
+}
+
+/// Daemon-wide counters the server updates and the metrics endpoint reads.
+#[derive(Debug)]
+pub struct DaemonTelemetry {
+    started: Instant,
+    started_wall: SystemTime,
+    completed: Mutex<BTreeMap<(&'static str, RequestResult), u64>>,
+    ongoing: AtomicI64,
+}
+
+impl Default for DaemonTelemetry {
+    fn default() -> Self {
+        DaemonTelemetry {
+            started: Instant::now(),
+            started_wall: SystemTime::now(),
+            completed: Mutex::new(BTreeMap::new()),
+            ongoing: AtomicI64::new(0),
+        }
+    }
+}
+
+/// Counts a request as ongoing until dropped.
+#[derive(Debug)]
+pub struct OngoingRequest<'a>(&'a DaemonTelemetry);
+
+impl Drop for OngoingRequest<'_> {
+    fn drop(&mut self) {
+        self.0.ongoing.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl DaemonTelemetry {
+    /// Marks a request as started; it counts as ongoing until the guard drops.
+    pub fn request_started(&self) -> OngoingRequest<'_> {
+        self.ongoing.fetch_add(1, Ordering::Relaxed);
+        OngoingRequest(self)
+    }
+
+    /// Counts a completed request. `entity_type` is a fixed word such as `metrics`,
+    /// `server`, `instances` or `certificates`, never client input.
+    pub fn request_completed(&self, entity_type: &'static str, result: RequestResult) {
+        let mut map = self.completed.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry((entity_type, result)).or_insert(0) += 1;
+    }
+
+    /// The daemon families for one response. `filter` hides instance counts of projects
+    /// the caller may not see.
+    pub fn families(
+        &self,
+        snapshot: &Snapshot,
+        refreshes: u64,
+        filter: &ProjectFilter,
+    ) -> Vec<Family> {
+        let mut out = Vec::with_capacity(16);
+
+        let mut uptime = Family::new(UPTIME, &[]);
+        uptime.push_unscoped([""; 0], self.started.elapsed().as_secs_f64());
+        out.push(uptime);
+
+        let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        for i in snapshot.instances() {
+            if filter.allows(Some(&i.project)) {
+                *counts.entry((&i.project, i.kind.as_str())).or_insert(0) += 1;
+            }
+        }
+        let mut instances = Family::new(INSTANCES, &["project", "type"]);
+        for ((project, kind), n) in counts {
+            instances.push_unscoped([project, kind], n as f64);
+        }
+        out.push(instances);
+
+        let mut completed = Family::new(API_COMPLETED, &["entity_type", "result"]);
+        {
+            let map = self.completed.lock().unwrap_or_else(|p| p.into_inner());
+            for ((entity, result), n) in map.iter() {
+                completed.push_unscoped([*entity, result.as_str()], *n as f64);
+            }
+        }
+        out.push(completed);
+
+        let mut ongoing = Family::new(API_ONGOING, &[]);
+        ongoing.push_unscoped([""; 0], self.ongoing.load(Ordering::Relaxed) as f64);
+        out.push(ongoing);
+
+        let mut duration = Family::new(COLLECTOR_DURATION, &["collector"]);
+        let mut success = Family::new(COLLECTOR_SUCCESS, &["collector"]);
+        let mut failed = Family::new(COLLECTOR_FAILED_INSTANCES, &["collector"]);
+        for status in snapshot.statuses() {
+            let name = [status.name.clone()];
+            duration.push_unscoped(name.clone(), status.duration.as_secs_f64());
+            success.push_unscoped(name.clone(), if status.success { 1.0 } else { 0.0 });
+            failed.push_unscoped(name, f64::from(status.failed_instances));
+        }
+        out.extend([duration, success, failed]);
+
+        let mut refreshed = Family::new(REFRESHES, &[]);
+        refreshed.push_unscoped([""; 0], refreshes as f64);
+        out.push(refreshed);
+
+        out.extend(self.process_families());
+        out
+    }
+
+    /// `process_*` from `/proc/self`; a value that cannot be read is left out.
+    fn process_families(&self) -> Vec<Family> {
+        let mut out = Vec::with_capacity(6);
+        let mut gauge = |name: &'static str, help: &'static str, value: Option<f64>| {
+            if let Some(v) = value {
+                let mut f = Family::new(MetricDesc::gauge(name, help).bare(), &[]);
+                f.push_unscoped([""; 0], v);
+                out.push(f);
+            }
+        };
+        let stat = process::self_stat().ok();
+        gauge(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            stat.as_ref().map(|s| s.resident_bytes as f64),
+        );
+        gauge(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            stat.as_ref().map(|s| s.virtual_bytes as f64),
+        );
+        gauge(
+            "process_open_fds",
+            "Number of open file descriptors",
+            process::open_fds().ok().map(|n| n as f64),
+        );
+        gauge(
+            "process_max_fds",
+            "Maximum number of open file descriptors",
+            process::max_fds().ok().map(|n| n as f64),
+        );
+        let start = self
+            .started_wall
+            .duration_since(UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs_f64());
+        gauge(
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds",
+            start,
+        );
+        if let Some(s) = &stat {
+            let mut f = Family::new(
+                MetricDesc::counter(
+                    "process_cpu_seconds_total",
+                    "Total user and system CPU time spent in seconds",
+                )
+                .bare(),
+                &[],
+            );
+            f.push_unscoped([""; 0], s.cpu_seconds);
+            out.push(f);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_follow_status_classes() {
+        assert_eq!(RequestResult::from_status(200), RequestResult::Succeeded);
+        assert_eq!(RequestResult::from_status(304), RequestResult::Succeeded);
+        assert_eq!(RequestResult::from_status(403), RequestResult::ErrorClient);
+        assert_eq!(RequestResult::from_status(503), RequestResult::ErrorServer);
+    }
+
+    #[test]
+    fn ongoing_requests_are_counted_until_dropped() {
+        let t = DaemonTelemetry::default();
+        let g = t.request_started();
+        assert_eq!(t.ongoing.load(Ordering::Relaxed), 1);
+        drop(g);
+        assert_eq!(t.ongoing.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn reserved_names() {
+        assert!(is_reserved(&MetricDesc::gauge("uptime_seconds", "")));
+        assert!(is_reserved(&MetricDesc::gauge("metrics_anything", "")));
+        assert!(is_reserved(
+            &MetricDesc::gauge("process_open_fds", "").bare()
+        ));
+        assert!(!is_reserved(&MetricDesc::gauge("process_open_fds", "")));
+        assert!(!is_reserved(&MetricDesc::gauge("cpu_seconds_total", "")));
+    }
+
+    #[test]
+    fn daemon_families_include_process_metrics() {
+        let t = DaemonTelemetry::default();
+        t.request_completed("metrics", RequestResult::Succeeded);
+        let fams = t.families(&Snapshot::empty(), 3, &ProjectFilter::All);
+        let names: Vec<&str> = fams.iter().map(|f| &*f.desc.name).collect();
+        for expected in [
+            "uptime_seconds",
+            "instances",
+            "api_requests_completed_total",
+            "metrics_refreshes_total",
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(
+                names.contains(&expected),
+                "{expected} missing from {names:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Instance discovery: which instances run on this host right now.
+//!
+//! The refresh engine asks discovery once per refresh and hands the result to every
+//! collector. The cgroup-based implementation lives in `lxmetrics-plugins`; core only
+//! defines the seam and two trivial sources.
+
+use async_trait::async_trait;
+
+use crate::collector::HostPaths;
+use crate::instance::Instance;
+
+/// Discovery failed as a whole (a single vanished instance is not a failure).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct DiscoveryError(pub String);
+
+/// Finds the running instances.
+#[async_trait]
+pub trait Discovery: Send + Sync + 'static {
+    /// The instances running now. Must not block the runtime: do file system walks on
+    /// the blocking pool ([`run_blocking`](crate::collector::run_blocking)).
+    async fn discover(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError>;
+}
+
+/// A fixed list of instances: for tests, benchmarks and embedding.
+#[derive(Clone, Debug, Default)]
+pub struct StaticDiscovery(pub Vec<Instance>);
+
+#[async_trait]
+impl Discovery for StaticDiscovery {
+    async fn discover(&self, _host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
+        Ok(self.0.clone())
+    }
+}

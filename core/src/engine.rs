@@ -1,0 +1,353 @@
+//! The refresh engine: one refresh runs discovery, then every enabled collector at once,
+//! each under the collector deadline, and assembles a [`Snapshot`].
+//!
+//! Failure isolation:
+//! - an error, a panic or a missed deadline marks only that collector failed;
+//! - a collector that missed its deadline is not cancelled (blocking reads cannot be) and
+//!   is not started again while it still runs, so hung work never piles up: later
+//!   refreshes report it as still running until it returns.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::collector::{CollectError, Collection, Collector, HostPaths, Scope};
+use crate::discovery::Discovery;
+use crate::instance::Instance;
+use crate::registry::NamedCollector;
+use crate::snapshot::{CollectorStatus, Snapshot, SnapshotBuilder};
+
+/// One enabled collector and whether an earlier run of it is still going.
+struct Slot {
+    name: &'static str,
+    collector: Arc<dyn Collector>,
+    running: Arc<AtomicBool>,
+}
+
+/// Clears a slot's running flag when the collector's task ends, however it ends.
+struct RunningGuard(Arc<AtomicBool>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Runs refreshes. Shared by the cache; one refresh at a time is the cache's job.
+pub struct RefreshEngine {
+    discovery: Arc<dyn Discovery>,
+    slots: Vec<Slot>,
+    host: Arc<HostPaths>,
+    timeout: Duration,
+    refreshes: AtomicU64,
+}
+
+impl RefreshEngine {
+    /// An engine over the given collectors (name, collector) with the given deadline.
+    pub fn new(
+        discovery: Arc<dyn Discovery>,
+        collectors: Vec<NamedCollector>,
+        host: Arc<HostPaths>,
+        timeout: Duration,
+    ) -> Self {
+        let slots = collectors
+            .into_iter()
+            .map(|(name, collector)| Slot {
+                name,
+                collector,
+                running: Arc::new(AtomicBool::new(false)),
+            })
+            .collect();
+        RefreshEngine {
+            discovery,
+            slots,
+            host,
+            timeout,
+            refreshes: AtomicU64::new(0),
+        }
+    }
+
+    /// How many refreshes have run (`lxd_metrics_refreshes_total`).
+    pub fn refreshes(&self) -> u64 {
+        self.refreshes.load(Ordering::Relaxed)
+    }
+
+    /// Names of the collectors this engine runs.
+    pub fn collector_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.slots.iter().map(|s| s.name)
+    }
+
+    /// Runs one refresh. Never fails: every problem becomes a collector status.
+    pub async fn refresh(&self) -> Snapshot {
+        self.refreshes.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let deadline = started + self.timeout;
+
+        let (instances, discovery_status) = self.discover(deadline).await;
+        let scope = Arc::new(Scope {
+            instances: instances.clone(),
+            host: self.host.clone(),
+        });
+
+        let runs: Vec<_> = self
+            .slots
+            .iter()
+            .map(|slot| self.start(slot, scope.clone()))
+            .collect();
+
+        let mut builder = SnapshotBuilder::new(instances);
+        builder.add_status(discovery_status);
+        for (slot, run) in self.slots.iter().zip(runs) {
+            let outcome = match run {
+                Some(handle) => finish(handle, deadline, self.timeout).await,
+                None => Outcome::failed(
+                    Duration::ZERO,
+                    "still running from an earlier refresh (missed its deadline)",
+                ),
+            };
+            match outcome.result {
+                Ok(collection) => builder.add_collection(slot.name, outcome.duration, collection),
+                Err(error) => {
+                    tracing::warn!(collector = slot.name, "collector failed: {error}");
+                    builder.add_status(CollectorStatus {
+                        name: slot.name.into(),
+                        success: false,
+                        duration: outcome.duration,
+                        failed_instances: 0,
+                        error: Some(error),
+                    });
+                }
+            }
+        }
+        let snapshot = builder.finish();
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            instances = snapshot.instances().len(),
+            "refresh done"
+        );
+        snapshot
+    }
+
+    async fn discover(&self, deadline: Instant) -> (Arc<[Instance]>, CollectorStatus) {
+        let started = Instant::now();
+        let result = tokio::time::timeout_at(deadline, self.discovery.discover(&self.host)).await;
+        let (instances, error) = match result {
+            Ok(Ok(found)) => (found, None),
+            Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
+            Err(_) => (
+                Vec::new(),
+                Some(format!("missed its deadline of {:?}", self.timeout)),
+            ),
+        };
+        if let Some(e) = &error {
+            tracing::warn!("discovery failed, serving no instances this refresh: {e}");
+        }
+        let status = CollectorStatus {
+            name: "discovery".into(),
+            success: error.is_none(),
+            duration: started.elapsed(),
+            failed_instances: 0,
+            error,
+        };
+        (instances.into(), status)
+    }
+
+    /// Spawns the collector unless an earlier run of it is still going.
+    fn start(&self, slot: &Slot, scope: Arc<Scope>) -> Option<tokio::task::JoinHandle<Outcome>> {
+        if slot.running.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let guard = RunningGuard(slot.running.clone());
+        let collector = slot.collector.clone();
+        Some(tokio::spawn(async move {
+            let _guard = guard;
+            let started = Instant::now();
+            let result = collector.collect(&scope).await;
+            Outcome {
+                duration: started.elapsed(),
+                result: result.map_err(|e: CollectError| e.to_string()),
+            }
+        }))
+    }
+}
+
+/// How one collector run ended.
+struct Outcome {
+    duration: Duration,
+    result: Result<Collection, String>,
+}
+
+impl Outcome {
+    fn failed(duration: Duration, why: impl Into<String>) -> Self {
+        Outcome {
+            duration,
+            result: Err(why.into()),
+        }
+    }
+}
+
+/// Waits for a collector task until the deadline. On timeout the task is left running
+/// (its slot stays busy) rather than aborted.
+async fn finish(
+    handle: tokio::task::JoinHandle<Outcome>,
+    deadline: Instant,
+    timeout: Duration,
+) -> Outcome {
+    match tokio::time::timeout_at(deadline, handle).await {
+        Ok(Ok(outcome)) => outcome,
+        Ok(Err(join_error)) => {
+            let why = if join_error.is_panic() {
+                format!("panicked: {}", panic_message(join_error.into_panic()))
+            } else {
+                "was cancelled".to_owned()
+            };
+            Outcome::failed(Duration::ZERO, why)
+        }
+        Err(_) => Outcome::failed(timeout, format!("missed its deadline of {timeout:?}")),
+    }
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic payload".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::StaticDiscovery;
+    use crate::metric::{Family, MetricDesc};
+    use async_trait::async_trait;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Fixed(&'static str);
+
+    #[async_trait]
+    impl Collector for Fixed {
+        async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+            let mut fam = Family::new(MetricDesc::gauge(self.0, "h"), &[]);
+            for (i, _) in scope.indexed_instances() {
+                fam.push(i, [""; 0], 1.0);
+            }
+            let mut c = Collection::new();
+            c.push(fam);
+            Ok(c)
+        }
+    }
+
+    struct Panics;
+
+    #[async_trait]
+    impl Collector for Panics {
+        async fn collect(&self, _: &Scope) -> Result<Collection, CollectError> {
+            panic!("boom");
+        }
+    }
+
+    struct Errors;
+
+    #[async_trait]
+    impl Collector for Errors {
+        async fn collect(&self, _: &Scope) -> Result<Collection, CollectError> {
+            Err(CollectError::Other("no cgroup mount".into()))
+        }
+    }
+
+    /// Sleeps far past any deadline, counting how many times it was started.
+    struct Hangs(Arc<AtomicUsize>);
+
+    #[async_trait]
+    impl Collector for Hangs {
+        async fn collect(&self, _: &Scope) -> Result<Collection, CollectError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Collection::new())
+        }
+    }
+
+    fn engine(collectors: Vec<(&'static str, Arc<dyn Collector>)>) -> RefreshEngine {
+        RefreshEngine::new(
+            Arc::new(StaticDiscovery(vec![Instance::container(
+                "c1",
+                "lxc.payload.c1",
+            )])),
+            collectors,
+            Arc::new(HostPaths::default()),
+            Duration::from_secs(5),
+        )
+    }
+
+    fn status<'a>(s: &'a Snapshot, name: &str) -> &'a CollectorStatus {
+        s.statuses().iter().find(|st| st.name == name).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_collector_fails_alone() {
+        let e = engine(vec![
+            ("good", Arc::new(Fixed("good"))),
+            ("bad", Arc::new(Panics)),
+        ]);
+        let s = e.refresh().await;
+        assert!(status(&s, "good").success);
+        let bad = status(&s, "bad");
+        assert!(!bad.success);
+        assert!(bad.error.as_deref().unwrap().contains("boom"));
+        assert_eq!(s.families().len(), 1);
+        assert_eq!(s.families()[0].samples.len(), 1);
+        // The engine survives and runs again.
+        let s2 = e.refresh().await;
+        assert!(!status(&s2, "bad").success);
+        assert_eq!(e.refreshes(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_erroring_collector_fails_alone() {
+        let e = engine(vec![
+            ("good", Arc::new(Fixed("good"))),
+            ("bad", Arc::new(Errors)),
+        ]);
+        let s = e.refresh().await;
+        assert!(status(&s, "good").success);
+        assert_eq!(status(&s, "bad").error.as_deref(), Some("no cgroup mount"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collector_past_its_deadline_is_reported_and_not_restarted() {
+        let starts = Arc::new(AtomicUsize::new(0));
+        let e = engine(vec![
+            ("good", Arc::new(Fixed("good"))),
+            ("slow", Arc::new(Hangs(starts.clone()))),
+        ]);
+        let before = Instant::now();
+        let s = e.refresh().await;
+        // The refresh ends at the deadline, with the good collector's data.
+        assert_eq!(before.elapsed(), Duration::from_secs(5));
+        assert!(status(&s, "good").success);
+        let slow = status(&s, "slow");
+        assert!(!slow.success);
+        assert_eq!(slow.duration, Duration::from_secs(5));
+        assert!(slow.error.as_deref().unwrap().contains("deadline"));
+        assert_eq!(s.families().len(), 1);
+
+        // While the hung run is still going, it is not started again.
+        let s2 = e.refresh().await;
+        assert!(status(&s2, "slow")
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("still running"));
+        assert_eq!(starts.load(Ordering::SeqCst), 1);
+
+        // Once it finishes, the next refresh runs it again.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let _ = e.refresh().await;
+        assert_eq!(starts.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,68 @@
+//! The instance model: what a container or virtual machine looks like to collectors.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// Whether an instance is a container or a virtual machine; rendered as the `type` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceType {
+    /// A system or application container (LXC, Docker, Podman, systemd-nspawn).
+    Container,
+    /// A virtual machine (QEMU under LXD or libvirt).
+    VirtualMachine,
+}
+
+impl InstanceType {
+    /// The label value LXD uses for this type.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstanceType::Container => "container",
+            InstanceType::VirtualMachine => "virtual-machine",
+        }
+    }
+}
+
+impl fmt::Display for InstanceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One running instance found by discovery: the unit every instance series is labelled with.
+///
+/// Collectors receive instances in a slice and refer to them by [`InstanceIndex`], so a
+/// sample carries a 4-byte index instead of three label strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    /// Instance name (the `name` label).
+    pub name: String,
+    /// Project the instance belongs to (the `project` label).
+    pub project: String,
+    /// Container or virtual machine (the `type` label).
+    #[serde(rename = "type")]
+    pub kind: InstanceType,
+    /// The instance's cgroup, relative to each hierarchy's mount point
+    /// (for example `lxc.payload.web` or `system.slice/docker-0123.scope`).
+    pub cgroup: String,
+    /// A process inside the instance, used to enter its namespaces and root file system.
+    /// `None` when discovery found the cgroup but could not read a process from it.
+    pub pid: Option<u32>,
+}
+
+impl Instance {
+    /// A container in project `default` with no known process: handy for tests and plugins.
+    pub fn container(name: impl Into<String>, cgroup: impl Into<String>) -> Self {
+        Instance {
+            name: name.into(),
+            project: "default".to_owned(),
+            kind: InstanceType::Container,
+            cgroup: cgroup.into(),
+            pid: None,
+        }
+    }
+}
+
+/// Position of an instance in the refresh's instance slice.
+pub type InstanceIndex = u32;

@@ -1,0 +1,434 @@
+//! A snapshot: the validated result of one refresh, shared by every request in the cache
+//! window.
+//!
+//! Assembly is where collector output is checked once per refresh so that encoding can
+//! trust it: names and label names are valid, label counts match, no family name appears
+//! twice, no series appears twice, and an instance a collector failed on has none of
+//! that collector's series. A family that breaks a rule is dropped and its collector is
+//! reported as failed, never served half-right.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use compact_str::CompactString;
+
+use crate::collector::Collection;
+use crate::daemon_metrics;
+use crate::exposition::text::render_instance_labels;
+use crate::exposition::{ContentEncoding, EncodedBody, Format};
+use crate::instance::{Instance, InstanceIndex};
+use crate::metric::{is_valid_label_name, is_valid_metric_name, Family};
+
+/// How one collector (or discovery) did in a refresh.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CollectorStatus {
+    /// Collector name, or `discovery`.
+    pub name: CompactString,
+    /// False when it errored, panicked, missed its deadline or produced invalid output.
+    pub success: bool,
+    /// Wall time from start to result (the deadline when it missed it).
+    pub duration: Duration,
+    /// Instances whose series it could not read this refresh.
+    pub failed_instances: u32,
+    /// Why it failed, for logs.
+    pub error: Option<String>,
+}
+
+/// Which instances a response may show: everything, or only some projects.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ProjectFilter {
+    /// Every series.
+    All,
+    /// Only series whose `project` label is one of these (sorted, no duplicates); series
+    /// without a project are hidden too.
+    Only(Arc<[String]>),
+}
+
+impl ProjectFilter {
+    /// A filter for the given projects.
+    pub fn only<I: IntoIterator<Item = String>>(projects: I) -> Self {
+        let mut list: Vec<String> = projects.into_iter().collect();
+        list.sort();
+        list.dedup();
+        ProjectFilter::Only(list.into())
+    }
+
+    /// The filter that lets through what both let through.
+    pub fn intersect(&self, other: &ProjectFilter) -> ProjectFilter {
+        match (self, other) {
+            (ProjectFilter::All, f) | (f, ProjectFilter::All) => f.clone(),
+            (ProjectFilter::Only(a), ProjectFilter::Only(b)) => {
+                ProjectFilter::only(a.iter().filter(|p| b.contains(p)).cloned())
+            }
+        }
+    }
+
+    /// Whether a series of this project is shown.
+    pub fn allows(&self, project: Option<&str>) -> bool {
+        match self {
+            ProjectFilter::All => true,
+            ProjectFilter::Only(list) => {
+                project.is_some_and(|p| list.binary_search_by(|x| x.as_str().cmp(p)).is_ok())
+            }
+        }
+    }
+}
+
+/// Identifies one cached encoding of a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BodyKey {
+    /// Which projects.
+    pub filter: ProjectFilter,
+    /// Which format.
+    pub format: Format,
+    /// Compressed or not.
+    pub encoding: ContentEncoding,
+}
+
+/// At most this many encodings are cached per snapshot; `?project=` values come from
+/// clients, so the cache must not grow with what they send. Beyond it bodies are encoded
+/// per request.
+const MAX_CACHED_BODIES: usize = 32;
+
+/// The result of one refresh.
+#[derive(Debug)]
+pub struct Snapshot {
+    instances: Arc<[Instance]>,
+    instance_labels: Vec<Box<[u8]>>,
+    families: Vec<Family>,
+    statuses: Vec<CollectorStatus>,
+    bodies: Mutex<HashMap<BodyKey, Arc<EncodedBody>>>,
+}
+
+impl Snapshot {
+    /// An empty snapshot (before the first refresh, and in tests).
+    pub fn empty() -> Self {
+        SnapshotBuilder::new(Arc::from(Vec::new())).finish()
+    }
+
+    /// The instances this refresh saw.
+    pub fn instances(&self) -> &[Instance] {
+        &self.instances
+    }
+
+    /// The instance label text per instance, as the encoder writes it.
+    pub fn instance_labels(&self) -> &[Box<[u8]>] {
+        &self.instance_labels
+    }
+
+    /// The validated families.
+    pub fn families(&self) -> &[Family] {
+        &self.families
+    }
+
+    /// How each collector did.
+    pub fn statuses(&self) -> &[CollectorStatus] {
+        &self.statuses
+    }
+
+    /// A cached encoding, if one was stored.
+    pub fn cached_body(&self, key: &BodyKey) -> Option<Arc<EncodedBody>> {
+        self.bodies.lock().ok()?.get(key).cloned()
+    }
+
+    /// Stores an encoding for later requests in this window (unless the cache is full).
+    pub fn store_body(&self, key: BodyKey, body: Arc<EncodedBody>) {
+        if let Ok(mut bodies) = self.bodies.lock() {
+            if bodies.len() < MAX_CACHED_BODIES {
+                bodies.insert(key, body);
+            }
+        }
+    }
+}
+
+/// Assembles a [`Snapshot`] from collector results, validating as it goes.
+pub struct SnapshotBuilder {
+    instances: Arc<[Instance]>,
+    families: Vec<Family>,
+    names: HashSet<(crate::metric::Namespace, String)>,
+    statuses: Vec<CollectorStatus>,
+}
+
+impl SnapshotBuilder {
+    /// Starts a snapshot over the instances discovery found.
+    pub fn new(instances: Arc<[Instance]>) -> Self {
+        SnapshotBuilder {
+            instances,
+            families: Vec::new(),
+            names: HashSet::new(),
+            statuses: Vec::new(),
+        }
+    }
+
+    /// Records a status without output (discovery, or a collector that failed outright).
+    pub fn add_status(&mut self, status: CollectorStatus) {
+        self.statuses.push(status);
+    }
+
+    /// Adds one collector's output.
+    pub fn add_collection(&mut self, name: &str, duration: Duration, collection: Collection) {
+        let Collection { families, failures } = collection;
+        let mut failed: Vec<InstanceIndex> = failures.iter().map(|f| f.instance).collect();
+        failed.sort_unstable();
+        failed.dedup();
+        for f in &failures {
+            let who = self
+                .instances
+                .get(f.instance as usize)
+                .map_or("?", |i| i.name.as_str());
+            tracing::debug!(
+                collector = name,
+                instance = who,
+                "instance not read: {}",
+                f.reason
+            );
+        }
+        let mut problems = Vec::new();
+        for mut family in families {
+            if let Err(problem) = self.check_family(&family) {
+                problems.push(format!("{}: {problem}", family.desc.name));
+                continue;
+            }
+            if !failed.is_empty() {
+                family
+                    .samples
+                    .retain(|s| s.instance.is_none_or(|i| failed.binary_search(&i).is_err()));
+            }
+            dedup_samples(&mut family);
+            self.names
+                .insert((family.desc.namespace, family.desc.name.to_string()));
+            self.families.push(family);
+        }
+        let error = (!problems.is_empty()).then(|| {
+            let e = format!("invalid output dropped: {}", problems.join("; "));
+            tracing::warn!(collector = name, "{e}");
+            e
+        });
+        self.statuses.push(CollectorStatus {
+            name: name.into(),
+            success: error.is_none(),
+            duration,
+            failed_instances: u32::try_from(failed.len()).unwrap_or(u32::MAX),
+            error,
+        });
+    }
+
+    fn check_family(&self, family: &Family) -> Result<(), String> {
+        let desc = &family.desc;
+        if !is_valid_metric_name(&desc.name) {
+            return Err("not a valid metric name".into());
+        }
+        if daemon_metrics::is_reserved(desc) {
+            return Err("name is reserved for daemon metrics".into());
+        }
+        if self
+            .names
+            .contains(&(desc.namespace, desc.name.to_string()))
+        {
+            return Err("family already produced by another collector".into());
+        }
+        for (i, label) in family.label_names.iter().enumerate() {
+            if !is_valid_label_name(label) {
+                return Err(format!("label \"{label}\" is not a valid label name"));
+            }
+            if matches!(label.as_str(), "name" | "project" | "type") {
+                return Err(format!(
+                    "label \"{label}\" is set by the daemon, not collectors"
+                ));
+            }
+            if family.label_names[..i].contains(label) {
+                return Err(format!("label \"{label}\" appears twice"));
+            }
+        }
+        let n = self.instances.len();
+        for sample in &family.samples {
+            if sample.label_values.len() != family.label_names.len() {
+                return Err("a sample's label values do not match the label names".into());
+            }
+            if sample.instance.is_some_and(|i| i as usize >= n) {
+                return Err("a sample refers to an instance that does not exist".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The finished snapshot.
+    pub fn finish(self) -> Snapshot {
+        let instance_labels = self.instances.iter().map(render_instance_labels).collect();
+        Snapshot {
+            instances: self.instances,
+            instance_labels,
+            families: self.families,
+            statuses: self.statuses,
+            bodies: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// Removes repeated series (same instance and label values), keeping the first.
+fn dedup_samples(family: &mut Family) {
+    if family.samples.len() < 2 {
+        return;
+    }
+    let mut seen = HashSet::with_capacity(family.samples.len());
+    let duplicates: Vec<usize> = family
+        .samples
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !seen.insert((s.instance, &s.label_values[..])))
+        .map(|(i, _)| i)
+        .collect();
+    if duplicates.is_empty() {
+        return;
+    }
+    tracing::warn!(
+        family = %family.desc.name,
+        count = duplicates.len(),
+        "duplicate series dropped"
+    );
+    let mut index = 0;
+    family.samples.retain(|_| {
+        let keep = duplicates.binary_search(&index).is_err();
+        index += 1;
+        keep
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metric::MetricDesc;
+
+    fn instances() -> Arc<[Instance]> {
+        vec![Instance::container("a", "a"), Instance::container("b", "b")].into()
+    }
+
+    fn cpu() -> Family {
+        Family::new(MetricDesc::counter("cpu_seconds_total", "h"), &["mode"])
+    }
+
+    #[test]
+    fn failed_instances_lose_only_their_series() {
+        let mut fam = cpu();
+        fam.push(0, ["user"], 1.0);
+        fam.push(1, ["user"], 2.0);
+        let mut c = Collection::new();
+        c.push(fam);
+        c.instance_failed(1, "cpu.stat: truncated");
+        let mut b = SnapshotBuilder::new(instances());
+        b.add_collection("cpu", Duration::ZERO, c);
+        let s = b.finish();
+        assert_eq!(s.families()[0].samples.len(), 1);
+        assert_eq!(s.families()[0].samples[0].instance, Some(0));
+        assert_eq!(s.statuses()[0].failed_instances, 1);
+        assert!(s.statuses()[0].success);
+    }
+
+    #[test]
+    fn duplicate_series_are_dropped() {
+        let mut fam = cpu();
+        fam.push(0, ["user"], 1.0);
+        fam.push(0, ["user"], 9.0);
+        fam.push(0, ["system"], 2.0);
+        let mut b = SnapshotBuilder::new(instances());
+        b.add_collection(
+            "cpu",
+            Duration::ZERO,
+            Collection {
+                families: vec![fam],
+                failures: vec![],
+            },
+        );
+        let s = b.finish();
+        let values: Vec<f64> = s.families()[0].samples.iter().map(|s| s.value).collect();
+        assert_eq!(values, [1.0, 2.0]);
+    }
+
+    #[test]
+    fn invalid_families_are_dropped_and_fail_the_collector() {
+        let bad_cases: Vec<Family> = vec![
+            Family::new(MetricDesc::gauge("bad-name", "h"), &[]),
+            Family::new(MetricDesc::gauge("ok", "h"), &["project"]),
+            Family::new(MetricDesc::gauge("ok", "h"), &["a", "a"]),
+            Family::new(MetricDesc::gauge("ok", "h"), &["__x"]),
+            Family::new(MetricDesc::gauge("uptime_seconds", "h"), &[]),
+            {
+                let mut f = Family::new(MetricDesc::gauge("ok", "h"), &["a"]);
+                f.push(0, ["x", "y"], 1.0);
+                f
+            },
+            {
+                let mut f = Family::new(MetricDesc::gauge("ok", "h"), &[]);
+                f.push(7, [""; 0], 1.0);
+                f
+            },
+        ];
+        for fam in bad_cases {
+            let desc = format!("{fam:?}");
+            let mut b = SnapshotBuilder::new(instances());
+            b.add_collection(
+                "x",
+                Duration::ZERO,
+                Collection {
+                    families: vec![fam],
+                    failures: vec![],
+                },
+            );
+            let s = b.finish();
+            assert!(s.families().is_empty(), "{desc}");
+            assert!(!s.statuses()[0].success, "{desc}");
+        }
+    }
+
+    #[test]
+    fn a_family_name_belongs_to_the_first_collector() {
+        let mut b = SnapshotBuilder::new(instances());
+        for name in ["one", "two"] {
+            let mut fam = cpu();
+            fam.push(0, ["user"], 1.0);
+            b.add_collection(
+                name,
+                Duration::ZERO,
+                Collection {
+                    families: vec![fam],
+                    failures: vec![],
+                },
+            );
+        }
+        let s = b.finish();
+        assert_eq!(s.families().len(), 1);
+        assert!(s.statuses()[0].success);
+        assert!(!s.statuses()[1].success);
+    }
+
+    #[test]
+    fn project_filters() {
+        let f = ProjectFilter::only(["b".to_string(), "a".to_string(), "a".to_string()]);
+        assert!(f.allows(Some("a")) && f.allows(Some("b")));
+        assert!(!f.allows(Some("c")) && !f.allows(None));
+        assert!(ProjectFilter::All.allows(None));
+        let g = ProjectFilter::only(["c".to_string(), "b".to_string()]);
+        assert_eq!(f.intersect(&g), ProjectFilter::only(["b".to_string()]));
+        assert_eq!(ProjectFilter::All.intersect(&g), g);
+        // A restricted certificate asking for another project gets nothing.
+        let none = f.intersect(&ProjectFilter::only(["z".to_string()]));
+        assert!(!none.allows(Some("a")) && !none.allows(Some("z")));
+    }
+
+    #[test]
+    fn body_cache_is_bounded() {
+        let s = Snapshot::empty();
+        for i in 0..(MAX_CACHED_BODIES + 10) {
+            s.store_body(
+                BodyKey {
+                    filter: ProjectFilter::only([i.to_string()]),
+                    format: Format::PrometheusText,
+                    encoding: ContentEncoding::Identity,
+                },
+                Arc::new(EncodedBody::Identity(bytes::Bytes::from_static(b"x"))),
+            );
+        }
+        assert_eq!(s.bodies.lock().unwrap().len(), MAX_CACHED_BODIES);
+    }
+}

@@ -1,0 +1,65 @@
+//! The `lxmetrics` command line.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Per-instance metrics for containers and VMs, LXD-compatible, for Prometheus.
+#[derive(Debug, Parser)]
+#[command(name = "lxmetrics", version, about, propagate_version = true)]
+pub struct Cli {
+    /// State directory (server certificate, trust store, socket, config.toml).
+    #[arg(long, global = true, env = "LXMETRICS_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Configuration file; default `<state-dir>/config.toml` if it exists.
+    #[arg(long, global = true, env = "LXMETRICS_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
+    #[arg(
+        long,
+        global = true,
+        env = "LXMETRICS_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Daemon(DaemonArgs),
+    /// List the registered collectors and whether each is enabled.
+    Collectors,
+}
+
+/// Flags of `lxmetrics daemon`; they override the configuration file and environment.
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Overrides `core.https_address` (e.g. `:8443`, `127.0.0.1:8443`, `[::1]:8443`).
+    #[arg(long, value_name = "ADDRESS")]
+    pub https_address: Option<String>,
+
+    /// Overrides `core.metrics_address`.
+    #[arg(long, value_name = "ADDRESS")]
+    pub metrics_address: Option<String>,
+}

@@ -1,0 +1,84 @@
+//! # lxmetrics-server
+//!
+//! The daemon around `lxmetrics-core`: HTTP routes (warp), the accept loop (hyper-util on
+//! our own listener), and the `lxmetrics` command line. The binary in `main.rs` only
+//! names the plugin crates and calls [`run`].
+
+pub mod api;
+pub mod caller;
+pub mod cli;
+pub mod daemon;
+pub mod listener;
+pub mod routes;
+pub mod state_dir;
+
+use std::io::IsTerminal;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+/// Parses the command line and runs the chosen subcommand.
+pub fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level, cli.log_format)?;
+    let state_dir = cli
+        .state_dir
+        .clone()
+        .unwrap_or_else(state_dir::default_state_dir);
+    match &cli.command {
+        Command::Daemon(args) => {
+            let config =
+                daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args))?;
+            state_dir::ensure(&state_dir).with_context(|| {
+                format!("cannot create state directory {}", state_dir.display())
+            })?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .max_blocking_threads(64)
+                .thread_name("lxmetrics")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(daemon::run(config))
+        }
+        Command::Collectors => {
+            let config = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;
+            print_collectors(&config)
+        }
+    }
+}
+
+fn print_collectors(config: &lxmetrics_core::config::Config) -> anyhow::Result<()> {
+    let all = lxmetrics_core::registry::registered();
+    let selection = lxmetrics_core::registry::select(
+        &all,
+        &config.collectors.enable,
+        &config.collectors.disable,
+    )?;
+    let width = all.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4);
+    println!("{:width$}  ENABLED  DESCRIPTION", "NAME");
+    for (registration, enabled) in selection {
+        println!(
+            "{:width$}  {:7}  {}",
+            registration.name,
+            if enabled { "yes" } else { "no" },
+            registration.help
+        );
+    }
+    Ok(())
+}
+
+fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("--log-level: \"{level}\" is not a log level"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! The `lxmetrics` binary.
+//!
+//! Every plugin crate must be named here: `inventory` registrations in a crate the binary
+//! never mentions are dropped by the linker.
+
+use std::process::ExitCode;
+
+use lxmetrics_plugins as _;
+
+fn main() -> ExitCode {
+    match lxmetrics_server::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes, joined.
+            eprintln!("lxmetrics: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
