@@ -46,6 +46,10 @@ pub fn overrides(args: &DaemonArgs) -> Vec<(&'static str, figment::value::Value)
 
 /// Runs the daemon until a termination signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    check_plain_http_address(config.core.https_address, "core.https_address")?;
+    if let Some(addr) = config.core.metrics_address {
+        check_plain_http_address(addr, "core.metrics_address")?;
+    }
     let host = Arc::new(config.host.clone());
     let collectors = registry::build_enabled(&config.collectors, &host)?;
     tracing::info!(
@@ -99,20 +103,25 @@ fn discovery(_config: &Config, _host: &HostPaths) -> Arc<dyn lxmetrics_core::dis
     Arc::new(StaticDiscovery::default())
 }
 
-/// Binds one listener. Until TLS lands the listeners speak plain HTTP, so they may only
-/// bind loopback addresses.
-fn bind(
-    addr: ListenAddress,
-    key: &str,
-    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
-    telemetry: &Arc<DaemonTelemetry>,
-) -> anyhow::Result<HttpListener> {
+/// Until TLS lands the listeners speak plain HTTP, so they may only bind loopback
+/// addresses.
+fn check_plain_http_address(addr: ListenAddress, key: &str) -> anyhow::Result<()> {
     if !addr.ip.is_some_and(|ip| ip.is_loopback()) {
         bail!(
             "{key}: \"{addr}\" is not a loopback address; this build serves plain HTTP \
              (TLS is not implemented yet), so it only listens on 127.0.0.1 or ::1"
         );
     }
+    Ok(())
+}
+
+/// Binds one listener and prints its address.
+fn bind(
+    addr: ListenAddress,
+    key: &str,
+    routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
+    telemetry: &Arc<DaemonTelemetry>,
+) -> anyhow::Result<HttpListener> {
     let listener = HttpListener::bind(addr.socket_addr(), routes, telemetry.clone())
         .with_context(|| format!("{key}: cannot listen on {addr}"))?;
     let local = listener.local_addr()?;

@@ -1,1 +1,179 @@
-//! e2e
+//! Helpers for the end-to-end tests: build and start the real `lxmetrics` binary, find
+//! its listen address, and stop it. Every helper fails loudly with what is missing
+//! instead of skipping.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The workspace root (where `Cargo.toml` with `[workspace]` lives).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// Path of the `lxmetrics` binary, built once per test process with the same cargo that
+/// runs the tests (a no-op when it is up to date).
+pub fn lxmetrics_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "lxmetrics-server",
+                "--bin",
+                "lxmetrics",
+            ])
+            .current_dir(workspace_root())
+            .status()
+            .expect("cannot run cargo to build the lxmetrics binary");
+        assert!(status.success(), "building the lxmetrics binary failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join("target"));
+        let bin = target.join("debug").join("lxmetrics");
+        assert!(bin.is_file(), "{} missing after build", bin.display());
+        bin
+    })
+}
+
+/// A command for the binary with a state directory and a clean `LXMETRICS_*` environment.
+pub fn lxmetrics(state_dir: &Path) -> Command {
+    let mut cmd = Command::new(lxmetrics_bin());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LXMETRICS_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.arg("--state-dir").arg(state_dir);
+    cmd
+}
+
+/// A running daemon; killed when dropped.
+pub struct Daemon {
+    child: Child,
+    /// Base URL of the `core.https_address` listener, e.g. `http://127.0.0.1:41234`.
+    pub url: String,
+    /// Its state directory (removed when the daemon is dropped).
+    pub state_dir: tempfile::TempDir,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    /// Starts `lxmetrics daemon` on a kernel-chosen loopback port with extra arguments,
+    /// and waits until it listens.
+    pub fn start(extra_args: &[&str]) -> Daemon {
+        let state_dir = tempfile::tempdir().expect("temporary state directory");
+        Self::start_in(state_dir, extra_args)
+    }
+
+    /// Like [`Daemon::start`] with a prepared state directory (e.g. holding config.toml).
+    pub fn start_in(state_dir: tempfile::TempDir, extra_args: &[&str]) -> Daemon {
+        let mut child = lxmetrics(state_dir.path())
+            .args(["daemon", "--https-address", "127.0.0.1:0"])
+            .args(extra_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start lxmetrics daemon");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (err_tx, err_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if err_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (url_tx, url_rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let _ = url_tx.send(url);
+                }
+            }
+        });
+        let url = match url_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let errors: Vec<String> = err_rx.try_iter().collect();
+                panic!(
+                    "daemon did not report a listen address; stderr:\n{}",
+                    errors.join("\n")
+                );
+            }
+        };
+        Daemon {
+            child,
+            url,
+            state_dir,
+            stderr: err_rx,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (up to `limit`) for the exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("valid pid");
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("send SIGTERM");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait for daemon") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Lines the daemon wrote to stderr so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.try_iter().collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Finds a program on PATH or fails the test naming the Debian package that has it.
+pub fn require_program(program: &str, debian_package: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("`{program}` is not installed: install the Debian package `{debian_package}` (.ci/run does)")
+        })
+}
+
+/// The value of a series without labels (or the first series of that name) in
+/// Prometheus text, if present.
+pub fn sample_value(body: &str, series: &str) -> Option<f64> {
+    body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
