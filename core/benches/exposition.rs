@@ -1,1 +1,163 @@
-fn main() {}
+//! Encoding a snapshot of 1,000 instances x 60 series, and serving a cache hit.
+//!
+//! Run: `cargo bench -p lxmetrics-core --bench exposition`
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use lxmetrics_core::cache::MetricsCache;
+use lxmetrics_core::collector::{Collection, CollectError, Collector, HostPaths, Scope};
+use lxmetrics_core::daemon_metrics::DaemonTelemetry;
+use lxmetrics_core::discovery::StaticDiscovery;
+use lxmetrics_core::engine::RefreshEngine;
+use lxmetrics_core::exposition::{ContentEncoding, Format};
+use lxmetrics_core::instance::Instance;
+use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
+use lxmetrics_core::scrape::{encode_instances, MetricsService, ScrapeRequest};
+use lxmetrics_core::snapshot::ProjectFilter;
+
+const INSTANCES: usize = 1_000;
+const SERIES_PER_INSTANCE: usize = 60;
+
+/// 60 series per instance, shaped like the real collectors: a cpu family with cpu/mode
+/// labels (2 cpus x 2 modes), network families with a device label (2 devices x 8), and
+/// plain gauges for the rest.
+struct Synthetic;
+
+#[async_trait::async_trait]
+impl Collector for Synthetic {
+    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+        let mut c = Collection::new();
+        let mut cpu = Family::new(MetricDesc::counter("cpu_seconds_total", "CPU"), &["cpu", "mode"]);
+        let mut net: Vec<Family> = (0..8)
+            .map(|i| {
+                Family::new(
+                    MetricDesc {
+                        name: format!("network_counter_{i}_total").into(),
+                        help: "net".into(),
+                        kind: MetricKind::Counter,
+                        namespace: Namespace::Prefixed,
+                    },
+                    &["device"],
+                )
+            })
+            .collect();
+        let plain_count = SERIES_PER_INSTANCE - 4 - 16;
+        let mut plain: Vec<Family> = (0..plain_count)
+            .map(|i| {
+                Family::new(
+                    MetricDesc {
+                        name: format!("memory_key_{i}_bytes").into(),
+                        help: "mem".into(),
+                        kind: MetricKind::Gauge,
+                        namespace: Namespace::Prefixed,
+                    },
+                    &[],
+                )
+            })
+            .collect();
+        for (i, _) in scope.indexed_instances() {
+            for cpu_n in ["0", "1"] {
+                for mode in ["user", "system"] {
+                    cpu.push(i, [cpu_n, mode], 123_456.789);
+                }
+            }
+            for f in &mut net {
+                f.push(i, ["eth0"], 98_765_432.0);
+                f.push(i, ["lo"], 1_234.0);
+            }
+            for f in &mut plain {
+                f.push(i, [""; 0], 4_294_967_296.0);
+            }
+        }
+        c.push(cpu);
+        net.into_iter().for_each(|f| c.push(f));
+        plain.into_iter().for_each(|f| c.push(f));
+        Ok(c)
+    }
+}
+
+fn service(runtime: &tokio::runtime::Runtime) -> MetricsService {
+    let instances = (0..INSTANCES)
+        .map(|i| Instance::container(format!("instance-{i:04}"), format!("lxc.payload.instance-{i:04}")))
+        .collect();
+    let engine = RefreshEngine::new(
+        Arc::new(StaticDiscovery(instances)),
+        vec![("synthetic", Arc::new(Synthetic))],
+        Arc::new(HostPaths::default()),
+        Duration::from_secs(30),
+    );
+    let svc = MetricsService::new(
+        MetricsCache::new(Arc::new(engine), Duration::from_secs(3600)),
+        Arc::new(DaemonTelemetry::default()),
+        "lxd",
+    );
+    // Warm the cache so the benchmarks measure encoding and hits, not the refresh.
+    runtime.block_on(svc.cache().snapshot()).unwrap();
+    svc
+}
+
+fn request(format: Format, encoding: ContentEncoding) -> ScrapeRequest {
+    ScrapeRequest {
+        filter: ProjectFilter::All,
+        format,
+        encoding,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let svc = service(&runtime);
+    let snapshot = runtime.block_on(svc.cache().snapshot()).unwrap();
+    let series: usize = snapshot.families().iter().map(|f| f.samples.len()).sum();
+    assert_eq!(series, INSTANCES * SERIES_PER_INSTANCE);
+
+    let mut group = c.benchmark_group("encode_1000x60");
+    group.throughput(Throughput::Elements(series as u64));
+    group.bench_function("prometheus_text", |b| {
+        let req = request(Format::PrometheusText, ContentEncoding::Identity);
+        b.iter(|| black_box(encode_instances(&snapshot, "lxd", &req)))
+    });
+    group.bench_function("openmetrics", |b| {
+        let req = request(Format::OpenMetrics, ContentEncoding::Identity);
+        b.iter(|| black_box(encode_instances(&snapshot, "lxd", &req)))
+    });
+    group.bench_function("prometheus_text_gzip", |b| {
+        let req = request(Format::PrometheusText, ContentEncoding::Identity);
+        b.iter(|| {
+            let text = encode_instances(&snapshot, "lxd", &req);
+            black_box(lxmetrics_core::exposition::compress::GzipPrefix::new(&text))
+        })
+    });
+    group.finish();
+
+    let mut group = c.benchmark_group("cache_hit_1000x60");
+    group.throughput(Throughput::Elements(series as u64));
+    for (name, encoding) in [("identity", ContentEncoding::Identity), ("gzip", ContentEncoding::Gzip)] {
+        let req = request(Format::PrometheusText, encoding);
+        runtime.block_on(svc.scrape(&req)).unwrap(); // fills the body cache
+        group.bench_function(name, |b| {
+            b.to_async(&runtime).iter(|| async { black_box(svc.scrape(&req).await.unwrap()) })
+        });
+    }
+    group.finish();
+
+    let text = encode_instances(&snapshot, "lxd", &request(Format::PrometheusText, ContentEncoding::Identity));
+    let gz = lxmetrics_core::exposition::compress::GzipPrefix::new(&text);
+    eprintln!(
+        "body size for {series} series: {} bytes text ({:.1} B/series), {} bytes gzip ({:.1} B/series)",
+        text.len(),
+        text.len() as f64 / series as f64,
+        gz.compressed_len(),
+        gz.compressed_len() as f64 / series as f64
+    );
+}
+
+criterion_group! {
+    name = exposition;
+    config = Criterion::default().sample_size(30).measurement_time(Duration::from_secs(4));
+    targets = benches
+}
+criterion_main!(exposition);

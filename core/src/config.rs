@@ -681,4 +681,36 @@ mod tests {
             "[::]:8443"
         );
     }
+
+    /// Every key of the configuration, flattened from the defaults.
+    fn default_keys() -> Vec<String> {
+        fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Dict(_, dict) if !dict.is_empty() => {
+                    for (k, v) in dict {
+                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&key, v, out);
+                    }
+                }
+                _ => out.push(prefix.to_owned()),
+            }
+        }
+        let value = Value::serialize(Config::default()).unwrap();
+        let mut keys = Vec::new();
+        walk("", &value, &mut keys);
+        keys.push("core.metrics_address".into()); // None by default, so not serialized
+        keys
+    }
+
+    #[test]
+    fn every_key_is_documented() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))
+            .expect("docs/configuration.md exists");
+        let keys = default_keys();
+        assert!(keys.len() >= 13, "{keys:?}");
+        assert!(keys.contains(&"instances.source".to_string()), "{keys:?}");
+        for key in keys {
+            assert!(doc.contains(&format!("`{key}`")), "docs/configuration.md does not document `{key}`");
+        }
+    }
 }
