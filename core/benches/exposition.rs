@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::collector::{Collection, CollectError, Collector, HostPaths, Scope};
+use lxmetrics_core::collector::{CollectError, Collection, Collector, HostPaths, Scope};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
@@ -30,7 +30,10 @@ struct Synthetic;
 impl Collector for Synthetic {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let mut c = Collection::new();
-        let mut cpu = Family::new(MetricDesc::counter("cpu_seconds_total", "CPU"), &["cpu", "mode"]);
+        let mut cpu = Family::new(
+            MetricDesc::counter("cpu_seconds_total", "CPU"),
+            &["cpu", "mode"],
+        );
         let mut net: Vec<Family> = (0..8)
             .map(|i| {
                 Family::new(
@@ -81,7 +84,12 @@ impl Collector for Synthetic {
 
 fn service(runtime: &tokio::runtime::Runtime) -> MetricsService {
     let instances = (0..INSTANCES)
-        .map(|i| Instance::container(format!("instance-{i:04}"), format!("lxc.payload.instance-{i:04}")))
+        .map(|i| {
+            Instance::container(
+                format!("instance-{i:04}"),
+                format!("lxc.payload.instance-{i:04}"),
+            )
+        })
         .collect();
     let engine = RefreshEngine::new(
         Arc::new(StaticDiscovery(instances)),
@@ -108,7 +116,10 @@ fn request(format: Format, encoding: ContentEncoding) -> ScrapeRequest {
 }
 
 fn benches(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let svc = service(&runtime);
     let snapshot = runtime.block_on(svc.cache().snapshot()).unwrap();
     let series: usize = snapshot.families().iter().map(|f| f.samples.len()).sum();
@@ -135,16 +146,24 @@ fn benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("cache_hit_1000x60");
     group.throughput(Throughput::Elements(series as u64));
-    for (name, encoding) in [("identity", ContentEncoding::Identity), ("gzip", ContentEncoding::Gzip)] {
+    for (name, encoding) in [
+        ("identity", ContentEncoding::Identity),
+        ("gzip", ContentEncoding::Gzip),
+    ] {
         let req = request(Format::PrometheusText, encoding);
         runtime.block_on(svc.scrape(&req)).unwrap(); // fills the body cache
         group.bench_function(name, |b| {
-            b.to_async(&runtime).iter(|| async { black_box(svc.scrape(&req).await.unwrap()) })
+            b.to_async(&runtime)
+                .iter(|| async { black_box(svc.scrape(&req).await.unwrap()) })
         });
     }
     group.finish();
 
-    let text = encode_instances(&snapshot, "lxd", &request(Format::PrometheusText, ContentEncoding::Identity));
+    let text = encode_instances(
+        &snapshot,
+        "lxd",
+        &request(Format::PrometheusText, ContentEncoding::Identity),
+    );
     let gz = lxmetrics_core::exposition::compress::GzipPrefix::new(&text);
     eprintln!(
         "body size for {series} series: {} bytes text ({:.1} B/series), {} bytes gzip ({:.1} B/series)",

@@ -688,7 +688,11 @@ mod tests {
             match value {
                 Value::Dict(_, dict) if !dict.is_empty() => {
                     for (k, v) in dict {
-                        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
                         walk(&key, v, out);
                     }
                 }
@@ -704,13 +708,42 @@ mod tests {
 
     #[test]
     fn every_key_is_documented() {
-        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/configuration.md"))
-            .expect("docs/configuration.md exists");
+        let doc = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/configuration.md"
+        ))
+        .expect("docs/configuration.md exists");
         let keys = default_keys();
         assert!(keys.len() >= 13, "{keys:?}");
         assert!(keys.contains(&"instances.source".to_string()), "{keys:?}");
         for key in keys {
-            assert!(doc.contains(&format!("`{key}`")), "docs/configuration.md does not document `{key}`");
+            assert!(
+                doc.contains(&format!("`{key}`")),
+                "docs/configuration.md does not document `{key}`"
+            );
         }
+    }
+
+    #[test]
+    fn the_example_file_loads_and_its_uncommented_form_too() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/config.toml");
+        Jail::expect_with(|jail| {
+            let c = load(&ConfigFile::Required(path.into()), &[]).unwrap();
+            assert_eq!(c, Config::default());
+            // Uncommenting every setting must also load (the example stays valid).
+            let text = std::fs::read_to_string(path).unwrap();
+            let uncommented: String = text
+                .lines()
+                .map(|l| {
+                    l.strip_prefix('#')
+                        .filter(|r| !r.starts_with(' '))
+                        .unwrap_or(l)
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            let c = load_in(jail, Some(&uncommented)).unwrap();
+            assert_eq!(c.instances.source.len(), 6);
+            Ok(())
+        });
     }
 }
