@@ -202,10 +202,10 @@ fn validate_pattern(pattern: &str) -> Result<(), String> {
             .ok_or_else(|| format!("pattern \"{pattern}\": unclosed '{{'"))?;
         match &rest[open + 1..open + close] {
             "name" => names += 1,
-            "project" => {}
+            "project" | "_" => {}
             other => {
                 return Err(format!(
-                    "pattern \"{pattern}\": unknown placeholder {{{other}}} (use {{name}} and {{project}})"
+                    "pattern \"{pattern}\": unknown placeholder {{{other}}} (use {{name}}, {{project}} and {{_}})"
                 ))
             }
         }

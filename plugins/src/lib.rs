@@ -1,1 +1,17 @@
-//! Built-in collectors.
+//! # lxmetrics-plugins
+//!
+//! The built-in collectors and the cgroup-based instance discovery. Each collector lives
+//! in its own module and registers itself with `register_collector!`; the file formats
+//! they read are parsed in [`cgroupfs`] and [`hostfs`] by pure functions that are
+//! unit-tested on their own.
+
+pub mod cgroupfs;
+pub mod cpu;
+pub mod discovery;
+pub mod disk;
+pub mod hostfs;
+pub mod memory;
+mod per_instance;
+pub mod processes;
+
+pub use discovery::CgroupDiscovery;

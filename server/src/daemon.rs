@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
-use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::MetricsService;
@@ -57,7 +55,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "collectors enabled"
     );
     let engine = RefreshEngine::new(
-        discovery(&config, &host),
+        discovery(&config),
         collectors,
         host,
         config.metrics.collector_timeout,
@@ -98,9 +96,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Instance discovery. Until the cgroup discovery lands, the daemon serves no instances.
-fn discovery(_config: &Config, _host: &HostPaths) -> Arc<dyn lxmetrics_core::discovery::Discovery> {
-    Arc::new(StaticDiscovery::default())
+/// Instance discovery from the cgroup tree, by the `[[instances.source]]` rules.
+fn discovery(config: &Config) -> Arc<dyn lxmetrics_core::discovery::Discovery> {
+    Arc::new(lxmetrics_plugins::CgroupDiscovery::new(
+        &config.instances.source,
+    ))
 }
 
 /// Until TLS lands the listeners speak plain HTTP, so they may only bind loopback

@@ -1,0 +1,85 @@
+//! Reading cgroup files: layout detection, a reusable-buffer file reader, and pure
+//! parsers. This is our own small reader because `cgroups-rs` cannot read a fixture root,
+//! reads a missing cgroup as zeros, and panics on device minors above 32767.
+
+pub mod layout;
+pub mod parse;
+
+use std::fmt;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+pub use layout::{Controller, Hierarchy, Layout};
+pub use parse::ParseError;
+
+/// Why a file's values are missing: it could not be read, or it made no sense.
+#[derive(Debug)]
+pub enum ReadError {
+    /// open/read failed (a vanished cgroup gives NotFound).
+    Io(PathBuf, io::Error),
+    /// The contents did not parse.
+    Parse(PathBuf, ParseError),
+}
+
+impl ReadError {
+    /// True when the file is gone (instance stopped mid-refresh), as opposed to broken.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, ReadError::Io(_, e) if e.kind() == io::ErrorKind::NotFound)
+    }
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Io(p, e) => write!(f, "{}: {e}", p.display()),
+            ReadError::Parse(p, e) => write!(f, "{}: {e}", p.display()),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Files larger than this are refused: no cgroup or proc file we read comes close, and a
+/// bound keeps a malformed or hostile file from growing our memory.
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Reads small files into one reused buffer (one `open` + `read` per file, no per-file
+/// allocation once the buffer has grown).
+#[derive(Debug, Default)]
+pub struct FileReader {
+    buffer: String,
+}
+
+impl FileReader {
+    /// A reader with an empty buffer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The file's text, valid until the next read.
+    pub fn read(&mut self, path: &Path) -> Result<&str, ReadError> {
+        self.buffer.clear();
+        let file = std::fs::File::open(path).map_err(|e| ReadError::Io(path.to_owned(), e))?;
+        let mut limited = file.take(MAX_FILE_BYTES + 1);
+        limited
+            .read_to_string(&mut self.buffer)
+            .map_err(|e| ReadError::Io(path.to_owned(), e))?;
+        if self.buffer.len() as u64 > MAX_FILE_BYTES {
+            return Err(ReadError::Io(
+                path.to_owned(),
+                io::Error::new(io::ErrorKind::InvalidData, "file larger than 4 MiB"),
+            ));
+        }
+        Ok(&self.buffer)
+    }
+
+    /// Reads and parses a file.
+    pub fn parse<T>(
+        &mut self,
+        path: &Path,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Result<T, ReadError> {
+        let text = self.read(path)?;
+        parse(text).map_err(|e| ReadError::Parse(path.to_owned(), e))
+    }
+}

@@ -1,0 +1,245 @@
+//! `memory`: the `lxd_memory_<Key>_bytes` family with LXD's key names, and OOM kills.
+//!
+//! Keys come from `memory.stat` (v1 uses the hierarchical `total_*` keys). `MemTotal` is
+//! the cgroup's limit, or the host's `MemTotal` when unlimited (or above it);
+//! `MemFree = MemTotal - usage`; `MemAvailable = MemFree + Inactive_file`. `Swap` is
+//! present where the kernel accounts swap for the cgroup.
+
+use std::sync::Arc;
+
+use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
+use lxmetrics_core::instance::{Instance, InstanceIndex};
+use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
+use lxmetrics_core::registry::{BuildContext, BuildError};
+
+use crate::cgroupfs::{parse, Controller, Hierarchy, ReadError};
+use crate::hostfs;
+use crate::per_instance::{self, InstanceReader, ReadContext};
+
+lxmetrics_core::register_collector!(
+    "memory",
+    "Memory usage by kind, limit-derived totals, swap and OOM kills (cgroup memory)",
+    MemoryCollector::build
+);
+
+/// The LXD key names in output order, each with its v2 and v1 `memory.stat` sources
+/// (summed when there are several).
+const STAT_KEYS: [(&str, &[&str], &[&str]); 11] = [
+    (
+        "Active",
+        &["active_anon", "active_file"],
+        &["total_active_anon", "total_active_file"],
+    ),
+    ("Active_anon", &["active_anon"], &["total_active_anon"]),
+    ("Active_file", &["active_file"], &["total_active_file"]),
+    ("Cached", &["file"], &["total_cache"]),
+    ("Dirty", &["file_dirty"], &["total_dirty"]),
+    (
+        "Inactive",
+        &["inactive_anon", "inactive_file"],
+        &["total_inactive_anon", "total_inactive_file"],
+    ),
+    (
+        "Inactive_anon",
+        &["inactive_anon"],
+        &["total_inactive_anon"],
+    ),
+    (
+        "Inactive_file",
+        &["inactive_file"],
+        &["total_inactive_file"],
+    ),
+    ("Mapped", &["file_mapped"], &["total_mapped_file"]),
+    ("RSS", &["anon"], &["total_rss"]),
+    ("Shmem", &["shmem"], &["total_shmem"]),
+];
+const MORE_STAT_KEYS: [(&str, &[&str], &[&str]); 2] = [
+    ("Unevictable", &["unevictable"], &["total_unevictable"]),
+    ("Writeback", &["file_writeback"], &["total_writeback"]),
+];
+
+const OOM_KILLS: MetricDesc = MetricDesc::counter(
+    "memory_OOM_kills_total",
+    "The number of out of memory kills.",
+);
+
+/// Reads memory statistics.
+pub struct MemoryCollector(Arc<MemoryReader>);
+
+impl MemoryCollector {
+    fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
+        Ok(MemoryCollector(Arc::new(MemoryReader)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Collector for MemoryCollector {
+    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+        per_instance::collect(&self.0, scope).await
+    }
+}
+
+/// One instance's memory values, in the order of [`key_names`].
+pub struct MemoryValues {
+    /// (LXD key, bytes); absent keys are left out.
+    keys: Vec<(&'static str, u64)>,
+    oom_kills: Option<u64>,
+}
+
+/// The per-instance reader.
+pub struct MemoryReader;
+
+fn stat_value(stat: &[(&str, u64)], sources: &[&str]) -> Option<u64> {
+    let mut sum = 0u64;
+    for source in sources {
+        sum = sum.saturating_add(stat.iter().find(|(k, _)| k == source)?.1);
+    }
+    Some(sum)
+}
+
+impl InstanceReader for MemoryReader {
+    type Values = MemoryValues;
+
+    fn read(
+        &self,
+        ctx: &mut ReadContext<'_>,
+        instance: &Instance,
+    ) -> Result<MemoryValues, ReadError> {
+        let Some(hierarchy) = ctx.layout.hierarchy(Controller::Memory) else {
+            return Ok(MemoryValues {
+                keys: Vec::new(),
+                oom_kills: None,
+            });
+        };
+        let v1 = matches!(hierarchy, Hierarchy::V1(_));
+        let dir = hierarchy.dir(&instance.cgroup);
+
+        let stat: Vec<(String, u64)> = ctx.files.parse(&dir.join("memory.stat"), |text| {
+            let mut pairs = Vec::with_capacity(48);
+            parse::flat_keyed(text, |k, v| pairs.push((k.to_owned(), v)))?;
+            Ok(pairs)
+        })?;
+        let stat: Vec<(&str, u64)> = stat.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+
+        let (usage_file, limit_file) = if v1 {
+            ("memory.usage_in_bytes", "memory.limit_in_bytes")
+        } else {
+            ("memory.current", "memory.max")
+        };
+        let usage = ctx
+            .files
+            .parse(&dir.join(usage_file), parse::single_value)?;
+        let limit = ctx.files.parse(&dir.join(limit_file), parse::limit_value)?;
+        let host_total = ctx
+            .files
+            .parse(&ctx.host.proc_root.join("meminfo"), hostfs::meminfo_total)?;
+        let total = limit.filter(|l| *l < host_total).unwrap_or(host_total);
+        let free = total.saturating_sub(usage);
+
+        let mut keys = Vec::with_capacity(16);
+        for (name, v2_sources, v1_sources) in STAT_KEYS.iter().chain(&MORE_STAT_KEYS) {
+            let sources = if v1 { v1_sources } else { v2_sources };
+            if let Some(value) = stat_value(&stat, sources) {
+                keys.push((*name, value));
+            }
+        }
+        let inactive_file = keys
+            .iter()
+            .find(|(k, _)| *k == "Inactive_file")
+            .map(|(_, v)| *v);
+        keys.push(("MemFree", free));
+        if let Some(inactive_file) = inactive_file {
+            keys.push((
+                "MemAvailable",
+                free.saturating_add(inactive_file).min(total),
+            ));
+        }
+        keys.push(("MemTotal", total));
+        if let Some(swap) = swap_usage(ctx, &dir, v1, usage)? {
+            keys.push(("Swap", swap));
+        }
+
+        // Kernels before 4.13 have no oom_kill line: the series is then absent.
+        let events = if v1 {
+            "memory.oom_control"
+        } else {
+            "memory.events"
+        };
+        let oom_kills = optional(
+            ctx.files
+                .parse(&dir.join(events), |t| parse::flat_keyed_get(t, "oom_kill")),
+        )?
+        .flatten();
+        Ok(MemoryValues { keys, oom_kills })
+    }
+
+    fn emit(&self, values: Vec<(InstanceIndex, MemoryValues)>, out: &mut Collection) {
+        let mut families: Vec<Family> = Vec::new();
+        let mut oom = Family::new(OOM_KILLS, &[]);
+        for (index, v) in values {
+            for (key, value) in v.keys {
+                let family = match families
+                    .iter_mut()
+                    .position(|f| f.desc.name == key_family_name(key))
+                {
+                    Some(i) => &mut families[i],
+                    None => {
+                        families.push(Family::new(key_desc(key), &[]));
+                        families.last_mut().expect("just pushed")
+                    }
+                };
+                family.push(index, [""; 0], value as f64);
+            }
+            if let Some(kills) = v.oom_kills {
+                oom.push(index, [""; 0], kills as f64);
+            }
+        }
+        families.sort_by(|a, b| a.desc.name.cmp(&b.desc.name));
+        for f in families {
+            out.push(f);
+        }
+        out.push(oom);
+    }
+}
+
+fn key_family_name(key: &str) -> String {
+    format!("memory_{key}_bytes")
+}
+
+fn key_desc(key: &str) -> MetricDesc {
+    MetricDesc {
+        name: key_family_name(key).into(),
+        help: format!("The amount of {key} memory in bytes.").into(),
+        kind: MetricKind::Gauge,
+        namespace: Namespace::Prefixed,
+    }
+}
+
+/// A file that may legitimately not exist (older kernels, swap accounting off).
+fn optional<T>(result: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.is_not_found() => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn swap_usage(
+    ctx: &mut ReadContext<'_>,
+    dir: &std::path::Path,
+    v1: bool,
+    usage: u64,
+) -> Result<Option<u64>, ReadError> {
+    if v1 {
+        let with_swap = optional(ctx.files.parse(
+            &dir.join("memory.memsw.usage_in_bytes"),
+            parse::single_value,
+        ))?;
+        Ok(with_swap.map(|total| total.saturating_sub(usage)))
+    } else {
+        optional(
+            ctx.files
+                .parse(&dir.join("memory.swap.current"), parse::single_value),
+        )
+    }
+}

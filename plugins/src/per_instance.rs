@@ -1,0 +1,79 @@
+//! The loop every cgroup collector shares: on one blocking thread, detect the layout,
+//! then read each instance's values into a plain struct and hand complete structs to the
+//! collector's emitter. An instance whose cgroup vanished mid-refresh is dropped silently;
+//! one whose files are broken is reported with the reason.
+
+use std::sync::Arc;
+
+use lxmetrics_core::collector::{run_blocking, CollectError, Collection, HostPaths, Scope};
+use lxmetrics_core::instance::{Instance, InstanceIndex};
+
+use crate::cgroupfs::{FileReader, Layout, ReadError};
+
+/// What a collector reads per instance.
+pub(crate) trait InstanceReader: Send + Sync + 'static {
+    /// One instance's values.
+    type Values: Send;
+
+    /// Reads one instance. Errors drop the instance from this collector for this refresh.
+    fn read(
+        &self,
+        ctx: &mut ReadContext<'_>,
+        instance: &Instance,
+    ) -> Result<Self::Values, ReadError>;
+
+    /// Turns every instance's values into families.
+    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection);
+}
+
+/// Per-refresh state handed to [`InstanceReader::read`].
+pub(crate) struct ReadContext<'a> {
+    /// The detected cgroup layout.
+    pub layout: &'a Layout,
+    /// Host roots.
+    pub host: &'a HostPaths,
+    /// A reused buffer.
+    pub files: FileReader,
+}
+
+/// Runs `reader` over every instance on the blocking pool.
+pub(crate) async fn collect<R: InstanceReader>(
+    reader: &Arc<R>,
+    scope: &Scope,
+) -> Result<Collection, CollectError> {
+    let reader = reader.clone();
+    let instances = scope.instances.clone();
+    let host = scope.host.clone();
+    run_blocking(move || collect_blocking(&*reader, &instances, &host)).await?
+}
+
+/// The same, on the calling thread (tests, benchmarks).
+pub(crate) fn collect_blocking<R: InstanceReader>(
+    reader: &R,
+    instances: &[Instance],
+    host: &HostPaths,
+) -> Result<Collection, CollectError> {
+    let layout =
+        Layout::detect(&host.cgroup_root).map_err(|e| CollectError::Other(e.to_string()))?;
+    let mut ctx = ReadContext {
+        layout: &layout,
+        host,
+        files: FileReader::new(),
+    };
+    let mut out = Collection::new();
+    let mut values = Vec::with_capacity(instances.len());
+    for (index, instance) in (0..).zip(instances) {
+        match reader.read(&mut ctx, instance) {
+            Ok(v) => values.push((index, v)),
+            Err(e) if e.is_not_found() && vanished(&layout, instance) => {}
+            Err(e) => out.instance_failed(index, e.to_string()),
+        }
+    }
+    reader.emit(values, &mut out);
+    Ok(out)
+}
+
+/// True when the instance's cgroup no longer exists (it stopped during the refresh).
+fn vanished(layout: &Layout, instance: &Instance) -> bool {
+    !layout.discovery_root().join(&instance.cgroup).is_dir()
+}
