@@ -59,3 +59,174 @@ mod tests {
         assert_eq!(uevent_devname("DEVNAME=\n"), None);
     }
 }
+
+/// One interface's counters from `/proc/<pid>/net/dev`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InterfaceCounters {
+    /// Interface name.
+    pub device: String,
+    /// bytes, packets, errs, drop received.
+    pub receive: [u64; 4],
+    /// bytes, packets, errs, drop transmitted.
+    pub transmit: [u64; 4],
+}
+
+/// Parses `/proc/<pid>/net/dev`: two header lines, then `name: 16 counters` per interface.
+pub fn net_dev(text: &str) -> Result<Vec<InterfaceCounters>, ParseError> {
+    let mut lines = text.lines().enumerate();
+    for expected in ["Inter-|", " face |"] {
+        match lines.next() {
+            Some((_, l)) if l.starts_with(expected) => {}
+            _ => {
+                return Err(ParseError {
+                    line: 1,
+                    message: "missing the net/dev header".into(),
+                })
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (i, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (name, counters) = line.split_once(':').ok_or_else(|| ParseError {
+            line: i + 1,
+            message: "no ':' after the interface name".into(),
+        })?;
+        let values: Vec<u64> = counters
+            .split_whitespace()
+            .map(|v| parse_u64(v, i + 1))
+            .collect::<Result<_, _>>()?;
+        if values.len() != 16 {
+            return Err(ParseError {
+                line: i + 1,
+                message: format!("expected 16 counters, found {}", values.len()),
+            });
+        }
+        out.push(InterfaceCounters {
+            device: name.trim().to_owned(),
+            receive: [values[0], values[1], values[2], values[3]],
+            transmit: [values[8], values[9], values[10], values[11]],
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod net_dev_tests {
+    use super::*;
+
+    const SAMPLE: &str = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+lo:    1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0\n  \
+eth0:123456789 1000 1 2 0 0 0 5 987654 900 3 4 0 0 0 0\n";
+
+    #[test]
+    fn parses_interfaces() {
+        let ifs = net_dev(SAMPLE).unwrap();
+        assert_eq!(ifs.len(), 2);
+        assert_eq!(ifs[0].device, "lo");
+        assert_eq!(ifs[1].device, "eth0");
+        assert_eq!(ifs[1].receive, [123456789, 1000, 1, 2]);
+        assert_eq!(ifs[1].transmit, [987654, 900, 3, 4]);
+    }
+
+    #[test]
+    fn rejects_broken_files() {
+        assert!(net_dev("").is_err());
+        assert!(net_dev(&SAMPLE.replace("eth0:123456789 1000", "eth0:123456789")).is_err());
+        assert!(net_dev(&SAMPLE.replace("1000 1 2", "1000 x 2")).is_err());
+    }
+}
+
+/// The root file system of a mount namespace, from `/proc/<pid>/mountinfo`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RootMount {
+    /// Mount source (`/dev/sda1`, `overlay`, `zfs/dataset`).
+    pub device: String,
+    /// File system type.
+    pub fstype: String,
+}
+
+/// Finds the mount on `/` in a mountinfo file (the last one: later mounts cover earlier
+/// ones). Fields: `id parent maj:min root mountpoint options [optional...] - fstype source super`.
+pub fn mountinfo_root(text: &str) -> Result<RootMount, ParseError> {
+    let mut found = None;
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let fields: Vec<&str> = line.split(' ').collect();
+        let separator = fields
+            .iter()
+            .position(|f| *f == "-")
+            .ok_or_else(|| ParseError {
+                line: i + 1,
+                message: "no '-' separator".into(),
+            })?;
+        if separator < 6 || fields.len() < separator + 3 {
+            return Err(ParseError {
+                line: i + 1,
+                message: "too few fields".into(),
+            });
+        }
+        if fields[4] == "/" {
+            found = Some(RootMount {
+                device: unescape_octal(fields[separator + 2]),
+                fstype: fields[separator + 1].to_owned(),
+            });
+        }
+    }
+    found.ok_or_else(|| ParseError {
+        line: 0,
+        message: "no mount on /".into(),
+    })
+}
+
+/// Undoes mountinfo's octal escapes (`\040` is a space).
+fn unescape_octal(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let digits = std::str::from_utf8(&bytes[i + 1..i + 4]).ok();
+            if let Some(b) = digits.and_then(|d| u8::from_str_radix(d, 8).ok()) {
+                out.push(b);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod mountinfo_tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_last_root_mount() {
+        let text = "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n\
+                    30 22 0:26 / /proc rw - proc proc rw\n\
+                    40 22 0:50 / / rw - overlay my\\040overlay rw,lowerdir=/x\n";
+        assert_eq!(
+            mountinfo_root(text).unwrap(),
+            RootMount {
+                device: "my overlay".into(),
+                fstype: "overlay".into()
+            }
+        );
+    }
+
+    #[test]
+    fn broken_mountinfo() {
+        assert!(mountinfo_root("").is_err());
+        assert!(mountinfo_root("22 1 8:1 / / rw ext4 /dev/sda1\n").is_err());
+        assert!(mountinfo_root("30 22 0:26 / /proc rw - proc proc rw\n").is_err());
+        assert!(mountinfo_root("1 2 - x\n").is_err());
+    }
+}

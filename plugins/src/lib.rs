@@ -9,8 +9,10 @@ pub mod cgroupfs;
 pub mod cpu;
 pub mod discovery;
 pub mod disk;
+pub mod filesystem;
 pub mod hostfs;
 pub mod memory;
+pub mod network;
 mod per_instance;
 pub mod processes;
 

@@ -54,7 +54,16 @@ fn render(snapshot: &Snapshot) -> String {
         format: Format::PrometheusText,
         encoding: ContentEncoding::Identity,
     };
-    let mut out = String::from_utf8(encode_instances(snapshot, "lxd", &request)).unwrap();
+    let text = String::from_utf8(encode_instances(snapshot, "lxd", &request)).unwrap();
+    // statvfs values come from the machine running the test (the fixture's root
+    // directories are real directories): the golden file keeps their labels only.
+    let mut out: String = text
+        .lines()
+        .map(|l| match l.starts_with("lxd_filesystem_") {
+            true => format!("{} <statvfs>\n", l.rsplit_once(' ').unwrap().0),
+            false => format!("{l}\n"),
+        })
+        .collect();
     out.push_str("# --- collector statuses (not part of the exposition) ---\n");
     for s in snapshot.statuses() {
         out.push_str(&format!(
@@ -151,7 +160,7 @@ async fn cgroup_v1_golden() {
             "dev/api/container",
         ]
     );
-    for c in ["cpu", "memory", "disk"] {
+    for c in ["cpu", "memory", "disk", "filesystem"] {
         assert_eq!(failed(&s, c), 1, "{c} fails for the broken instance only");
     }
 }
@@ -167,7 +176,14 @@ async fn hybrid_golden() {
             "default/c1/container",
         ]
     );
-    for c in ["cpu", "memory", "disk", "processes"] {
+    for c in [
+        "cpu",
+        "memory",
+        "disk",
+        "processes",
+        "network",
+        "filesystem",
+    ] {
         assert_eq!(failed(&s, c), 0, "{c}");
     }
 }
@@ -233,4 +249,40 @@ async fn discovery_alone_skips_instances_without_processes() {
     let web = found.iter().find(|i| i.name == "web").unwrap();
     assert_eq!(web.pid, Some(101), "pid found in the init.scope child");
     assert_eq!(web.cgroup, "lxc.payload.web");
+}
+
+#[tokio::test]
+async fn filesystem_values_are_statvfs_of_the_instance_root() {
+    let s = refresh("v2").await;
+    let text = String::from_utf8(encode_instances(
+        &s,
+        "lxd",
+        &ScrapeRequest {
+            filter: ProjectFilter::All,
+            format: Format::PrometheusText,
+            encoding: ContentEncoding::Identity,
+        },
+    ))
+    .unwrap();
+    let root = fixture("v2").join("proc/101/root");
+    let stat = rustix::fs::statvfs(&root).unwrap();
+    let series = "lxd_filesystem_size_bytes{name=\"web\",project=\"default\",type=\"container\",device=\"/dev/sda1\",fstype=\"ext4\",mountpoint=\"/\"} ";
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(series))
+        .expect("size series");
+    let size: f64 = line[series.len()..].parse().unwrap();
+    assert_eq!(size, (stat.f_blocks * stat.f_frsize) as f64);
+    assert!(size > 0.0);
+}
+
+#[tokio::test]
+async fn network_counters_come_from_the_instance_pid() {
+    let s = refresh("v1").await;
+    let text = render(&s);
+    // pid 201 (dev/api) has n = 2 in its net/dev: eth0 received 2 * 123456 bytes.
+    assert!(text.contains(
+        "lxd_network_receive_bytes_total{name=\"api\",project=\"dev\",type=\"container\",device=\"eth0\"} 246912\n"
+    ), "{text}");
+    assert!(text.contains("device=\"lo\""));
 }

@@ -1,0 +1,249 @@
+//! `filesystem`: size, free and available bytes of each instance's root file system
+//! (statvfs of `<proc_root>/<pid>/root`), labelled with the device and type from the
+//! instance's own `mountinfo`.
+//!
+//! A hung file system (a dead NFS server) blocks statvfs in the kernel, uninterruptibly.
+//! The calls therefore run on one blocking thread that streams results back; the
+//! collector stops waiting after `collectors.filesystem.timeout`, reports the instances
+//! it did not hear about as failed, and remembers the path whose call is still in flight.
+//! Later refreshes skip that path (one stuck thread, not one per refresh) until the call
+//! returns.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lxmetrics_core::collector::{CollectError, Collection, Collector, HostPaths, Scope};
+use lxmetrics_core::instance::{Instance, InstanceIndex};
+use lxmetrics_core::metric::{Family, MetricDesc};
+use lxmetrics_core::registry::{BuildContext, BuildError};
+use serde::Deserialize;
+
+use crate::cgroupfs::FileReader;
+use crate::hostfs::{self, RootMount};
+
+lxmetrics_core::register_collector!(
+    "filesystem",
+    "Size, free and available bytes of each instance's root file system (statvfs)",
+    FilesystemCollector::build
+);
+
+const AVAIL: MetricDesc = MetricDesc::gauge("filesystem_avail_bytes", "Available space in bytes.");
+const FREE: MetricDesc = MetricDesc::gauge("filesystem_free_bytes", "Free space in bytes.");
+const SIZE: MetricDesc =
+    MetricDesc::gauge("filesystem_size_bytes", "Size of the file system in bytes.");
+
+/// `[collectors.filesystem]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Settings {
+    /// How long one refresh waits for statvfs answers (keep it below
+    /// `metrics.collector_timeout`).
+    #[serde(with = "humantime_serde")]
+    timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Reads root file system usage.
+pub struct FilesystemCollector {
+    timeout: Duration,
+    /// Paths whose statvfs has not returned yet.
+    in_flight: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl FilesystemCollector {
+    fn build(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
+        let settings: Settings = ctx.settings()?;
+        Ok(Self::with_timeout(settings.timeout))
+    }
+
+    /// A collector that waits at most `timeout` per refresh for statvfs answers.
+    pub fn with_timeout(timeout: Duration) -> Self {
+        FilesystemCollector {
+            timeout,
+            in_flight: Arc::default(),
+        }
+    }
+}
+
+/// One instance's answer.
+type Answer = (InstanceIndex, Result<(RootMount, FsUsage), String>);
+
+/// statvfs results in bytes.
+#[derive(Clone, Copy, Debug)]
+struct FsUsage {
+    size: u64,
+    free: u64,
+    avail: u64,
+}
+
+#[async_trait::async_trait]
+impl Collector for FilesystemCollector {
+    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+        let (sender, mut answers) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+        let instances = scope.instances.clone();
+        let host = scope.host.clone();
+        let in_flight = self.in_flight.clone();
+        // Detached on purpose: if a call hangs, this thread stays with it.
+        drop(tokio::task::spawn_blocking(move || {
+            read_all(&instances, &host, &in_flight, &sender)
+        }));
+
+        let mut out = Collection::new();
+        let mut values = Vec::new();
+        let mut heard = HashSet::new();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while let Ok(Some((index, answer))) =
+            tokio::time::timeout_at(deadline, answers.recv()).await
+        {
+            heard.insert(index);
+            match answer {
+                Ok(v) => values.push((index, v)),
+                Err(reason) => out.instance_failed(index, reason),
+            }
+        }
+        for (index, _) in scope.indexed_instances() {
+            if !heard.contains(&index) {
+                out.instance_failed(
+                    index,
+                    format!("statvfs did not answer within {:?}", self.timeout),
+                );
+            }
+        }
+        emit(values, &mut out);
+        Ok(out)
+    }
+}
+
+fn read_all(
+    instances: &[Instance],
+    host: &HostPaths,
+    in_flight: &Mutex<HashSet<PathBuf>>,
+    answers: &tokio::sync::mpsc::UnboundedSender<Answer>,
+) {
+    let mut files = FileReader::new();
+    for (index, instance) in (0..).zip(instances) {
+        let Some(pid) = instance.pid else { continue };
+        let proc_dir = host.proc_root.join(pid.to_string());
+        let answer = read_one(&proc_dir, &mut files, in_flight);
+        if answers.send((index, answer)).is_err() {
+            return; // the collector stopped listening
+        }
+    }
+}
+
+fn read_one(
+    proc_dir: &std::path::Path,
+    files: &mut FileReader,
+    in_flight: &Mutex<HashSet<PathBuf>>,
+) -> Result<(RootMount, FsUsage), String> {
+    let mount = files
+        .parse(&proc_dir.join("mountinfo"), hostfs::mountinfo_root)
+        .map_err(|e| e.to_string())?;
+    let root = proc_dir.join("root");
+    {
+        let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        if !set.insert(root.clone()) {
+            return Err(format!(
+                "{}: skipped, an earlier statvfs has not returned yet",
+                root.display()
+            ));
+        }
+    }
+    let result = rustix::fs::statvfs(&root);
+    in_flight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&root);
+    let stat = result.map_err(|e| format!("{}: statvfs: {e}", root.display()))?;
+    let unit = stat.f_frsize;
+    Ok((
+        mount,
+        FsUsage {
+            size: stat.f_blocks.saturating_mul(unit),
+            free: stat.f_bfree.saturating_mul(unit),
+            avail: stat.f_bavail.saturating_mul(unit),
+        },
+    ))
+}
+
+fn emit(values: Vec<(InstanceIndex, (RootMount, FsUsage))>, out: &mut Collection) {
+    let labels = ["device", "fstype", "mountpoint"];
+    let mut avail = Family::new(AVAIL, &labels);
+    let mut free = Family::new(FREE, &labels);
+    let mut size = Family::new(SIZE, &labels);
+    for (index, (mount, usage)) in values {
+        let l = [mount.device.as_str(), mount.fstype.as_str(), "/"];
+        avail.push(index, l, usage.avail as f64);
+        free.push(index, l, usage.free as f64);
+        size.push(index, l, usage.size as f64);
+    }
+    out.push(avail);
+    out.push(free);
+    out.push(size);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn scope() -> Scope {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2");
+        let mut web = Instance::container("web", "lxc.payload.web");
+        web.pid = Some(101);
+        let mut db = Instance::container("db", "lxc.payload.prod_db");
+        db.pid = Some(201);
+        Scope {
+            instances: vec![web, db].into(),
+            host: Arc::new(HostPaths {
+                proc_root: fixture.join("proc"),
+                sys_root: fixture.join("sys"),
+                cgroup_root: fixture.join("cgroup"),
+            }),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_path_still_in_flight_is_skipped_and_the_rest_served() {
+        let scope = scope();
+        let collector = FilesystemCollector::with_timeout(Duration::from_secs(5));
+        let hung = scope.host.proc_root.join("101/root");
+        collector.in_flight.lock().unwrap().insert(hung.clone());
+        let out = collector.collect(&scope).await.unwrap();
+        assert_eq!(out.failures.len(), 1);
+        assert_eq!(out.failures[0].instance, 0);
+        assert!(
+            out.failures[0].reason.contains("has not returned yet"),
+            "{:?}",
+            out.failures
+        );
+        assert_eq!(out.families[2].samples.len(), 1, "db still served");
+        // Once the hung call returns (the path leaves the set), the path is read again.
+        collector.in_flight.lock().unwrap().remove(&hung);
+        let out = collector.collect(&scope).await.unwrap();
+        assert!(out.failures.is_empty());
+        assert_eq!(out.families[2].samples.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn instances_not_answered_in_time_fail_without_blocking_the_refresh() {
+        let scope = scope();
+        let collector = FilesystemCollector::with_timeout(Duration::ZERO);
+        let out = collector.collect(&scope).await.unwrap();
+        // With no time to wait, nothing counts as answered; nothing is served as zero.
+        assert_eq!(out.failures.len() + out.families[0].samples.len(), 2);
+        assert!(
+            out.families[2].samples.iter().all(|s| s.value > 0.0),
+            "sizes are real"
+        );
+    }
+}

@@ -1,0 +1,89 @@
+//! `network`: per-interface counters inside each instance's network namespace, read from
+//! `<proc_root>/<pid>/net/dev` of a process in the instance (the kernel shows the
+//! namespace of the reading path's process). `lo` is included, as LXD does.
+
+use std::sync::Arc;
+
+use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
+use lxmetrics_core::instance::{Instance, InstanceIndex};
+use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
+use lxmetrics_core::registry::{BuildContext, BuildError};
+
+use crate::cgroupfs::ReadError;
+use crate::hostfs::{self, InterfaceCounters};
+use crate::per_instance::{self, InstanceReader, ReadContext};
+
+lxmetrics_core::register_collector!(
+    "network",
+    "Network bytes, packets, errors and drops per interface (instance network namespace)",
+    NetworkCollector::build
+);
+
+/// Counter names in net/dev column order, each for receive and transmit.
+const COUNTERS: [&str; 4] = ["bytes", "packets", "errs", "drop"];
+
+/// Reads network counters.
+pub struct NetworkCollector(Arc<NetworkReader>);
+
+impl NetworkCollector {
+    fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
+        Ok(NetworkCollector(Arc::new(NetworkReader)))
+    }
+}
+
+#[async_trait::async_trait]
+impl Collector for NetworkCollector {
+    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+        per_instance::collect(&self.0, scope).await
+    }
+}
+
+/// The per-instance reader.
+pub struct NetworkReader;
+
+impl InstanceReader for NetworkReader {
+    type Values = Vec<InterfaceCounters>;
+
+    fn read(
+        &self,
+        ctx: &mut ReadContext<'_>,
+        instance: &Instance,
+    ) -> Result<Self::Values, ReadError> {
+        let Some(pid) = instance.pid else {
+            return Ok(Vec::new());
+        };
+        let path = ctx.host.proc_root.join(pid.to_string()).join("net/dev");
+        ctx.files.parse(&path, hostfs::net_dev)
+    }
+
+    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
+        let desc = |direction: &str, what: &str| MetricDesc {
+            name: format!("network_{direction}_{what}_total").into(),
+            help: format!("Network {what}, {direction} direction.").into(),
+            kind: MetricKind::Counter,
+            namespace: Namespace::Prefixed,
+        };
+        let mut receive: Vec<Family> = COUNTERS
+            .iter()
+            .map(|w| Family::new(desc("receive", w), &["device"]))
+            .collect();
+        let mut transmit: Vec<Family> = COUNTERS
+            .iter()
+            .map(|w| Family::new(desc("transmit", w), &["device"]))
+            .collect();
+        for (index, interfaces) in values {
+            for counters in interfaces {
+                let device = counters.device.as_str();
+                for (family, value) in receive.iter_mut().zip(counters.receive) {
+                    family.push(index, [device], value as f64);
+                }
+                for (family, value) in transmit.iter_mut().zip(counters.transmit) {
+                    family.push(index, [device], value as f64);
+                }
+            }
+        }
+        for f in receive.into_iter().chain(transmit) {
+            out.push(f);
+        }
+    }
+}
