@@ -112,4 +112,32 @@ fn collectors_command_lists_a_table() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.starts_with("NAME"), "{stdout}");
     assert!(stdout.lines().next().unwrap().contains("ENABLED"));
+    for builtin in [
+        "cpu",
+        "disk",
+        "filesystem",
+        "memory",
+        "network",
+        "processes",
+    ] {
+        let row = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(builtin))
+            .unwrap_or_else(|| panic!("{builtin} not listed:\n{stdout}"));
+        assert_eq!(row.split_whitespace().nth(1), Some("yes"), "{row}");
+    }
+}
+
+#[test]
+fn collectors_disable_is_reflected_in_the_listing() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("config.toml"),
+        "[collectors]\ndisable = [\"disk\"]\n",
+    )
+    .unwrap();
+    let out = lxmetrics(state.path()).arg("collectors").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = stdout.lines().find(|l| l.starts_with("disk ")).unwrap();
+    assert_eq!(row.split_whitespace().nth(1), Some("no"), "{row}");
 }

@@ -1,0 +1,242 @@
+//! The daemon against real cgroups on this machine: a cgroup `lxc.payload.<random>` is
+//! created with cgroups-rs in the v1 controllers (and v2 where mounted), a workload runs
+//! in it inside a fresh network namespace with traffic on its loopback, and the daemon's
+//! output must show CPU seconds growing, the real task count, the cgroup's memory usage
+//! and at least the bytes sent. Everything is removed again, also when an assertion fails.
+//!
+//! Needs root, a writable cgroup hierarchy and `ip netns` (package iproute2).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::Duration;
+
+use cgroups_rs::fs::{hierarchies, Cgroup};
+use cgroups_rs::CgroupPid;
+use lxmetrics_tests::{require_program, Daemon};
+
+/// Removes what the test created, whatever happens.
+struct Cleanup {
+    child: Option<Child>,
+    cgroup: Option<Cgroup>,
+    netns: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill();
+            for _ in 0..50 {
+                if cg.delete().is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
+    }
+}
+
+fn value(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
+        .reduce(|a, b| a + b)
+}
+
+async fn scrape(daemon: &Daemon) -> String {
+    reqwest::get(format!("{}/1.0/metrics", daemon.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn read_line(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
+    lines
+        .next()
+        .expect("workload output")
+        .expect("workload stdout")
+}
+
+#[tokio::test]
+async fn real_cgroup_instance_is_measured() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root to create cgroups and network namespaces"
+    );
+    assert!(
+        Path::new("/sys/fs/cgroup/pids").is_dir()
+            || Path::new("/sys/fs/cgroup/cgroup.controllers").is_file(),
+        "no cgroup hierarchy at /sys/fs/cgroup"
+    );
+    require_program("ip", "iproute2");
+    let suffix = format!(
+        "{:x}",
+        std::process::id()
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos())
+    );
+    let name = format!("e2e{suffix}");
+    let mut cleanup = Cleanup {
+        child: None,
+        cgroup: None,
+        netns: format!("lxm-{suffix}"),
+    };
+
+    let ok = Command::new("ip")
+        .args(["netns", "add", &cleanup.netns])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "ip netns add failed");
+    let ok = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &cleanup.netns,
+            "ip",
+            "link",
+            "set",
+            "lo",
+            "up",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "bringing up lo in the namespace failed");
+
+    let controllers = ["cpuacct", "cpu", "memory", "pids", "blkio"]
+        .map(String::from)
+        .to_vec();
+    let cgroup = Cgroup::new_with_specified_controllers(
+        hierarchies::auto(),
+        format!("lxc.payload.{name}"),
+        Some(controllers),
+    )
+    .expect("create the cgroup with cgroups-rs");
+    cleanup.cgroup = Some(cgroup.clone());
+
+    // `sh` waits for a line, is moved into the cgroup, then execs the workload inside the
+    // namespace, so every process of the workload starts in the cgroup.
+    let workload = env!("CARGO_BIN_EXE_lxm-workload");
+    let mut child = Command::new("sh")
+        .args([
+            "-c",
+            &format!("read go; exec ip netns exec {} {workload}", cleanup.netns),
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    cgroup
+        .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
+        .expect("move the workload into the cgroup");
+    let mut stdin: ChildStdin = child.stdin.take().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    cleanup.child = Some(child);
+    writeln!(stdin, "go").unwrap();
+    assert_eq!(read_line(&mut lines), "ready");
+
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("config.toml"),
+        "[metrics]\ncache_ttl = \"50ms\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start_in(state, &[]);
+    let labels = format!("{{name=\"{name}\",project=\"default\",type=\"container\"");
+
+    let first = scrape(&daemon).await;
+    assert!(
+        first.contains(&labels),
+        "instance {name} not in the output:\n{first}"
+    );
+    let cpu_before = value(&first, &format!("lxd_cpu_seconds_total{labels}")).expect("cpu seconds");
+    let lo = format!("lxd_network_receive_bytes_total{labels},device=\"lo\"}}");
+    let lo_tx = format!("lxd_network_transmit_bytes_total{labels},device=\"lo\"}}");
+    let rx_before = value(&first, &lo).expect("lo receive bytes");
+    let tx_before = value(&first, &lo_tx).expect("lo transmit bytes");
+
+    writeln!(stdin, "send").unwrap();
+    let sent: f64 = read_line(&mut lines)
+        .strip_prefix("sent ")
+        .expect("sent line")
+        .parse()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let second = scrape(&daemon).await;
+    let cpu_after = value(&second, &format!("lxd_cpu_seconds_total{labels}")).unwrap();
+    assert!(
+        cpu_after > cpu_before,
+        "CPU seconds did not grow: {cpu_before} -> {cpu_after}"
+    );
+    let rx_after = value(&second, &lo).unwrap();
+    let tx_after = value(&second, &lo_tx).unwrap();
+    assert!(
+        rx_after - rx_before >= sent,
+        "lo rx grew {} < sent {sent}",
+        rx_after - rx_before
+    );
+    assert!(
+        tx_after - tx_before >= sent,
+        "lo tx grew {} < sent {sent}",
+        tx_after - tx_before
+    );
+
+    // The real task count, read from the same cgroup by the test.
+    let pids_dir = Path::new("/sys/fs/cgroup/pids").join(format!("lxc.payload.{name}"));
+    let pids_file = if pids_dir.is_dir() {
+        pids_dir.join("pids.current")
+    } else {
+        Path::new("/sys/fs/cgroup").join(format!("lxc.payload.{name}/pids.current"))
+    };
+    let real: f64 = std::fs::read_to_string(&pids_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let procs = value(&second, &format!("lxd_procs_total{labels}")).unwrap();
+    assert_eq!(procs, real, "lxd_procs_total vs {}", pids_file.display());
+
+    // Memory: MemTotal - MemFree is the usage the daemon read; compare with the file now.
+    let usage_file = Path::new("/sys/fs/cgroup/memory")
+        .join(format!("lxc.payload.{name}/memory.usage_in_bytes"));
+    let usage_file = if usage_file.is_file() {
+        usage_file
+    } else {
+        Path::new("/sys/fs/cgroup").join(format!("lxc.payload.{name}/memory.current"))
+    };
+    let real_usage: f64 = std::fs::read_to_string(&usage_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let total = value(&second, &format!("lxd_memory_MemTotal_bytes{labels}}}")).unwrap();
+    let free = value(&second, &format!("lxd_memory_MemFree_bytes{labels}}}")).unwrap();
+    let reported = total - free;
+    assert!(
+        real_usage > 30.0 * 1024.0 * 1024.0,
+        "workload touched 32 MiB, cgroup says {real_usage}"
+    );
+    assert!(
+        (reported - real_usage).abs() <= real_usage * 0.1,
+        "memory usage reported {reported}, cgroup file {real_usage}"
+    );
+    drop(cleanup);
+    assert!(
+        !Path::new("/sys/fs/cgroup/pids")
+            .join(format!("lxc.payload.{name}"))
+            .exists(),
+        "cgroup removed"
+    );
+}
