@@ -149,6 +149,5 @@ fn effective_cpus(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64,
             other => return other,
         }
     }
-    let online = ctx.host.sys_root.join("devices/system/cpu/online");
-    ctx.files.parse(&online, parse::cpu_list_len)
+    ctx.online_cpus()
 }

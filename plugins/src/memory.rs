@@ -13,7 +13,6 @@ use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
 use crate::cgroupfs::{parse, Controller, Hierarchy, ReadError};
-use crate::hostfs;
 use crate::per_instance::{self, InstanceReader, ReadContext};
 
 lxmetrics_core::register_collector!(
@@ -130,9 +129,7 @@ impl InstanceReader for MemoryReader {
             .files
             .parse(&dir.join(usage_file), parse::single_value)?;
         let limit = ctx.files.parse(&dir.join(limit_file), parse::limit_value)?;
-        let host_total = ctx
-            .files
-            .parse(&ctx.host.proc_root.join("meminfo"), hostfs::meminfo_total)?;
+        let host_total = ctx.host_memory()?;
         let total = limit.filter(|l| *l < host_total).unwrap_or(host_total);
         let free = total.saturating_sub(usage);
 

@@ -34,6 +34,34 @@ pub(crate) struct ReadContext<'a> {
     pub host: &'a HostPaths,
     /// A reused buffer.
     pub files: FileReader,
+    host_memory: Option<u64>,
+    online_cpus: Option<u64>,
+}
+
+impl ReadContext<'_> {
+    /// The host's `MemTotal`, read once per refresh.
+    pub fn host_memory(&mut self) -> Result<u64, ReadError> {
+        if let Some(v) = self.host_memory {
+            return Ok(v);
+        }
+        let path = self.host.proc_root.join("meminfo");
+        let v = self.files.parse(&path, crate::hostfs::meminfo_total)?;
+        self.host_memory = Some(v);
+        Ok(v)
+    }
+
+    /// The number of online CPUs, read once per refresh.
+    pub fn online_cpus(&mut self) -> Result<u64, ReadError> {
+        if let Some(v) = self.online_cpus {
+            return Ok(v);
+        }
+        let path = self.host.sys_root.join("devices/system/cpu/online");
+        let v = self
+            .files
+            .parse(&path, crate::cgroupfs::parse::cpu_list_len)?;
+        self.online_cpus = Some(v);
+        Ok(v)
+    }
 }
 
 /// Runs `reader` over every instance on the blocking pool.
@@ -59,6 +87,8 @@ pub(crate) fn collect_blocking<R: InstanceReader>(
         layout: &layout,
         host,
         files: FileReader::new(),
+        host_memory: None,
+        online_cpus: None,
     };
     let mut out = Collection::new();
     let mut values = Vec::with_capacity(instances.len());
