@@ -74,8 +74,8 @@ impl FilesystemCollector {
     }
 }
 
-/// One instance's answer.
-type Answer = (InstanceIndex, Result<(RootMount, FsUsage), String>);
+/// One instance's answer; `Ok(None)` when its process is gone (the instance stopped).
+type Answer = (InstanceIndex, Result<Option<(RootMount, FsUsage)>, String>);
 
 /// statvfs results in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -106,7 +106,8 @@ impl Collector for FilesystemCollector {
         {
             heard.insert(index);
             match answer {
-                Ok(v) => values.push((index, v)),
+                Ok(Some(v)) => values.push((index, v)),
+                Ok(None) => {}
                 Err(reason) => out.instance_failed(index, reason),
             }
         }
@@ -131,9 +132,16 @@ fn read_all(
 ) {
     let mut files = FileReader::new();
     for (index, instance) in (0..).zip(instances) {
-        let Some(pid) = instance.pid else { continue };
-        let proc_dir = host.proc_root.join(pid.to_string());
-        let answer = read_one(&proc_dir, &mut files, in_flight);
+        let answer = match instance.pid {
+            Some(pid) => {
+                let proc_dir = host.proc_root.join(pid.to_string());
+                match proc_dir.is_dir() {
+                    true => read_one(&proc_dir, &mut files, in_flight).map(Some),
+                    false => Ok(None),
+                }
+            }
+            None => Ok(None),
+        };
         if answers.send((index, answer)).is_err() {
             return; // the collector stopped listening
         }

@@ -11,6 +11,7 @@ pub mod discovery;
 pub mod disk;
 pub mod filesystem;
 pub mod hostfs;
+pub mod link_speed;
 pub mod memory;
 pub mod network;
 mod per_instance;

@@ -1,8 +1,11 @@
 //! `network`: per-interface counters inside each instance's network namespace, read from
 //! `<proc_root>/<pid>/net/dev` of a process in the instance (the kernel shows the
-//! namespace of the reading path's process). `lo` is included, as LXD does.
+//! namespace of the reading path's process). `lo` is included, as LXD does. Link speed
+//! (`lxd_network_speed_bytes{device}`, bytes per second) comes from ethtool netlink inside
+//! the same namespace where the driver reports one ([`crate::link_speed`]).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
 use lxmetrics_core::instance::{Instance, InstanceIndex};
@@ -11,6 +14,7 @@ use lxmetrics_core::registry::{BuildContext, BuildError};
 
 use crate::cgroupfs::ReadError;
 use crate::hostfs::{self, InterfaceCounters};
+use crate::link_speed;
 use crate::per_instance::{self, InstanceReader, ReadContext};
 
 lxmetrics_core::register_collector!(
@@ -18,6 +22,14 @@ lxmetrics_core::register_collector!(
     "Network bytes, packets, errors and drops per interface (instance network namespace)",
     NetworkCollector::build
 );
+
+const SPEED: MetricDesc = MetricDesc::gauge(
+    "network_speed_bytes",
+    "Link speed in bytes per second, where the driver reports one.",
+);
+
+/// How long the netlink speed queries of one refresh may take.
+const SPEED_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Counter names in net/dev column order, each for receive and transmit.
 const COUNTERS: [&str; 4] = ["bytes", "packets", "errs", "drop"];
@@ -34,7 +46,17 @@ impl NetworkCollector {
 #[async_trait::async_trait]
 impl Collector for NetworkCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        per_instance::collect(&self.0, scope).await
+        let mut out = per_instance::collect(&self.0, scope).await?;
+        let speeds = link_speed::link_speeds(scope, SPEED_TIMEOUT).await;
+        let mut family = Family::new(SPEED, &["device"]);
+        for (index, interfaces) in speeds {
+            // Instances whose counters failed keep no speed either (dropped at assembly).
+            for (device, mbps) in interfaces {
+                family.push(index, [device.as_str()], f64::from(mbps) * 1e6 / 8.0);
+            }
+        }
+        out.push(family);
+        Ok(out)
     }
 }
 

@@ -286,3 +286,30 @@ async fn network_counters_come_from_the_instance_pid() {
     ), "{text}");
     assert!(text.contains("device=\"lo\""));
 }
+
+/// An instance whose cgroup is removed between discovery and collection (it stopped)
+/// drops out of that refresh silently: no series, and not counted as a failure.
+#[tokio::test]
+async fn a_vanished_instance_drops_out_silently() {
+    use lxmetrics_core::discovery::StaticDiscovery;
+    use lxmetrics_core::instance::Instance;
+    let host = Arc::new(host("v2"));
+    let mut web = Instance::container("web", "lxc.payload.web");
+    web.pid = Some(101);
+    let mut gone = Instance::container("gone", "lxc.payload.gone");
+    gone.pid = Some(999_999);
+    let collectors = registry::build_enabled(&CollectorsConfig::default(), &host).unwrap();
+    let engine = RefreshEngine::new(
+        Arc::new(StaticDiscovery(vec![web, gone])),
+        collectors,
+        host,
+        Duration::from_secs(10),
+    );
+    let s = engine.refresh().await;
+    let text = render(&s);
+    assert!(text.contains("name=\"web\""));
+    assert!(!text.contains("name=\"gone\""), "{text}");
+    for status in s.statuses() {
+        assert_eq!(status.failed_instances, 0, "{status:?}");
+    }
+}

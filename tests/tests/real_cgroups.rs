@@ -112,6 +112,43 @@ async fn real_cgroup_instance_is_measured() {
         .status()
         .unwrap();
     assert!(ok.success(), "bringing up lo in the namespace failed");
+    // A veth pair: its inner end has a speed the driver reports through ethtool.
+    let (outer, inner) = (format!("lxv{suffix}"), format!("lxp{suffix}"));
+    let (outer, inner) = (&outer[..outer.len().min(15)], &inner[..inner.len().min(15)]);
+    for args in [
+        vec!["link", "add", outer, "type", "veth", "peer", "name", inner],
+        vec!["link", "set", inner, "netns", &cleanup.netns],
+        vec![
+            "netns",
+            "exec",
+            &cleanup.netns,
+            "ip",
+            "link",
+            "set",
+            inner,
+            "up",
+        ],
+    ] {
+        let ok = Command::new("ip").args(&args).status().unwrap();
+        assert!(ok.success(), "ip {args:?} failed");
+    }
+    let kernel_mbps: f64 = String::from_utf8(
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &cleanup.netns,
+                "cat",
+                &format!("/sys/class/net/{inner}/speed"),
+            ])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .expect("the kernel reports a veth speed");
 
     let controllers = ["cpuacct", "cpu", "memory", "pids", "blkio"]
         .map(String::from)
@@ -191,6 +228,18 @@ async fn real_cgroup_instance_is_measured() {
         tx_after - tx_before >= sent,
         "lo tx grew {} < sent {sent}",
         tx_after - tx_before
+    );
+
+    // Link speed from ethtool netlink inside the instance's namespace, in bytes/s.
+    let speed = value(
+        &second,
+        &format!("lxd_network_speed_bytes{labels},device=\"{inner}\"}}"),
+    )
+    .unwrap_or_else(|| panic!("no speed for {inner}:\n{second}"));
+    assert_eq!(speed, kernel_mbps * 1e6 / 8.0);
+    assert!(
+        !second.contains(&format!("lxd_network_speed_bytes{labels},device=\"lo\"}}")),
+        "lo reports no speed, so it has no series"
     );
 
     // The real task count, read from the same cgroup by the test.
