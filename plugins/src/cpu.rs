@@ -5,20 +5,18 @@
 //! `cpuacct.stat`, in clock ticks, without a per-CPU split); v2 gives totals in
 //! `cpu.stat`. Without a per-CPU split the totals are reported as `cpu="0"`, as LXD does.
 
-use std::sync::Arc;
-
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
+use lxmetrics_core::collector::Collection;
 use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
 use crate::cgroupfs::{parse, Controller, Hierarchy, ReadError};
-use crate::per_instance::{self, InstanceReader, ReadContext};
+use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
     "cpu",
     "CPU time per mode and effective CPUs (cgroup cpu/cpuacct, cpuset)",
-    CpuCollector::build
+    build
 );
 
 const SECONDS: MetricDesc = MetricDesc::counter(
@@ -28,20 +26,11 @@ const SECONDS: MetricDesc = MetricDesc::counter(
 const EFFECTIVE: MetricDesc =
     MetricDesc::gauge("cpu_effective_total", "The total number of effective CPUs.");
 
-/// Reads CPU time and effective CPUs.
-pub struct CpuCollector(Arc<CpuReader>);
+/// The collector: the reader below, run over every instance.
+pub type CpuCollector = PerInstanceCollector<CpuReader>;
 
-impl CpuCollector {
-    fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
-        Ok(CpuCollector(Arc::new(CpuReader)))
-    }
-}
-
-#[async_trait::async_trait]
-impl Collector for CpuCollector {
-    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        per_instance::collect(&self.0, scope).await
-    }
+fn build(_: &BuildContext<'_>) -> Result<CpuCollector, BuildError> {
+    Ok(PerInstanceCollector::new(CpuReader))
 }
 
 /// CPU values of one instance.

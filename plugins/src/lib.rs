@@ -14,7 +14,7 @@ pub mod hostfs;
 pub mod link_speed;
 pub mod memory;
 pub mod network;
-mod per_instance;
+pub mod per_instance;
 pub mod processes;
 
 pub use discovery::CgroupDiscovery;

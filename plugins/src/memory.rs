@@ -5,20 +5,18 @@
 //! `MemFree = MemTotal - usage`; `MemAvailable = MemFree + Inactive_file`. `Swap` is
 //! present where the kernel accounts swap for the cgroup.
 
-use std::sync::Arc;
-
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
+use lxmetrics_core::collector::Collection;
 use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
 use crate::cgroupfs::{parse, Controller, Hierarchy, ReadError};
-use crate::per_instance::{self, InstanceReader, ReadContext};
+use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
     "memory",
     "Memory usage by kind, limit-derived totals, swap and OOM kills (cgroup memory)",
-    MemoryCollector::build
+    build
 );
 
 /// The LXD key names in output order, each with its v2 and v1 `memory.stat` sources
@@ -62,20 +60,11 @@ const OOM_KILLS: MetricDesc = MetricDesc::counter(
     "The number of out of memory kills.",
 );
 
-/// Reads memory statistics.
-pub struct MemoryCollector(Arc<MemoryReader>);
+/// The collector: the reader below, run over every instance.
+pub type MemoryCollector = PerInstanceCollector<MemoryReader>;
 
-impl MemoryCollector {
-    fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
-        Ok(MemoryCollector(Arc::new(MemoryReader)))
-    }
-}
-
-#[async_trait::async_trait]
-impl Collector for MemoryCollector {
-    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        per_instance::collect(&self.0, scope).await
-    }
+fn build(_: &BuildContext<'_>) -> Result<MemoryCollector, BuildError> {
+    Ok(PerInstanceCollector::new(MemoryReader))
 }
 
 /// One instance's memory values, in the order of [`key_names`].

@@ -1,17 +1,19 @@
-//! The loop every cgroup collector shares: on one blocking thread, detect the layout,
+//! The loop every cgroup collector shares (and plugin crates may reuse): on one blocking thread, detect the layout,
 //! then read each instance's values into a plain struct and hand complete structs to the
 //! collector's emitter. An instance whose cgroup vanished mid-refresh is dropped silently;
 //! one whose files are broken is reported with the reason.
 
 use std::sync::Arc;
 
-use lxmetrics_core::collector::{run_blocking, CollectError, Collection, HostPaths, Scope};
+use lxmetrics_core::collector::{
+    run_blocking, CollectError, Collection, Collector, HostPaths, Scope,
+};
 use lxmetrics_core::instance::{Instance, InstanceIndex};
 
 use crate::cgroupfs::{FileReader, Layout, ReadError};
 
 /// What a collector reads per instance.
-pub(crate) trait InstanceReader: Send + Sync + 'static {
+pub trait InstanceReader: Send + Sync + 'static {
     /// One instance's values.
     type Values: Send;
 
@@ -27,7 +29,7 @@ pub(crate) trait InstanceReader: Send + Sync + 'static {
 }
 
 /// Per-refresh state handed to [`InstanceReader::read`].
-pub(crate) struct ReadContext<'a> {
+pub struct ReadContext<'a> {
     /// The detected cgroup layout.
     pub layout: &'a Layout,
     /// Host roots.
@@ -65,7 +67,7 @@ impl ReadContext<'_> {
 }
 
 /// Runs `reader` over every instance on the blocking pool.
-pub(crate) async fn collect<R: InstanceReader>(
+pub async fn collect<R: InstanceReader>(
     reader: &Arc<R>,
     scope: &Scope,
 ) -> Result<Collection, CollectError> {
@@ -76,7 +78,7 @@ pub(crate) async fn collect<R: InstanceReader>(
 }
 
 /// The same, on the calling thread (tests, benchmarks).
-pub(crate) fn collect_blocking<R: InstanceReader>(
+pub fn collect_blocking<R: InstanceReader>(
     reader: &R,
     instances: &[Instance],
     host: &HostPaths,
@@ -106,4 +108,21 @@ pub(crate) fn collect_blocking<R: InstanceReader>(
 /// True when the instance's cgroup no longer exists (it stopped during the refresh).
 fn vanished(layout: &Layout, instance: &Instance) -> bool {
     !layout.discovery_root().join(&instance.cgroup).is_dir()
+}
+
+/// A collector made of an [`InstanceReader`]: every cgroup collector has this shape.
+pub struct PerInstanceCollector<R>(Arc<R>);
+
+impl<R: InstanceReader> PerInstanceCollector<R> {
+    /// Wraps a reader.
+    pub fn new(reader: R) -> Self {
+        PerInstanceCollector(Arc::new(reader))
+    }
+}
+
+#[async_trait::async_trait]
+impl<R: InstanceReader> Collector for PerInstanceCollector<R> {
+    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+        collect(&self.0, scope).await
+    }
 }

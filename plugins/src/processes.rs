@@ -2,20 +2,19 @@
 //! the instance's cgroup and its descendants when the pids controller is absent.
 
 use std::path::Path;
-use std::sync::Arc;
 
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
+use lxmetrics_core::collector::Collection;
 use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
 use crate::cgroupfs::{parse, Controller, FileReader, ReadError};
-use crate::per_instance::{self, InstanceReader, ReadContext};
+use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
     "processes",
     "Number of processes per instance (cgroup pids)",
-    ProcessesCollector::build
+    build
 );
 
 const PROCS: MetricDesc = MetricDesc::gauge("procs_total", "The number of running processes.");
@@ -23,20 +22,11 @@ const PROCS: MetricDesc = MetricDesc::gauge("procs_total", "The number of runnin
 /// Cgroup depth the fallback count descends to.
 const MAX_DEPTH: usize = 16;
 
-/// Counts processes.
-pub struct ProcessesCollector(Arc<ProcessesReader>);
+/// The collector: the reader below, run over every instance.
+pub type ProcessesCollector = PerInstanceCollector<ProcessesReader>;
 
-impl ProcessesCollector {
-    fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
-        Ok(ProcessesCollector(Arc::new(ProcessesReader)))
-    }
-}
-
-#[async_trait::async_trait]
-impl Collector for ProcessesCollector {
-    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        per_instance::collect(&self.0, scope).await
-    }
+fn build(_: &BuildContext<'_>) -> Result<ProcessesCollector, BuildError> {
+    Ok(PerInstanceCollector::new(ProcessesReader))
 }
 
 /// The per-instance reader.
