@@ -313,3 +313,35 @@ async fn a_vanished_instance_drops_out_silently() {
         assert_eq!(status.failed_instances, 0, "{status:?}");
     }
 }
+
+/// Custom `[[instances.source]]` rules: `{project}` captured from the path, fixed type and
+/// project for a pattern without it, and only configured rules apply.
+#[tokio::test]
+async fn custom_patterns_replace_the_presets() {
+    use lxmetrics_core::config::InstanceSource;
+    use lxmetrics_core::instance::InstanceType;
+    let sources = vec![
+        InstanceSource {
+            pattern: Some("system.slice/docker-{name}.scope".into()),
+            kind: Some(InstanceType::VirtualMachine),
+            project: Some("apps".into()),
+            ..Default::default()
+        },
+        InstanceSource {
+            pattern: Some("lxc.payload.{project}_{name}".into()),
+            ..Default::default()
+        },
+    ];
+    let found = CgroupDiscovery::new(&sources)
+        .discover(&host("v2"))
+        .await
+        .unwrap();
+    let summary: Vec<String> = found
+        .iter()
+        .map(|i| format!("{}/{}/{}", i.project, i.name, i.kind))
+        .collect();
+    assert_eq!(
+        summary,
+        ["apps/0123abcd/virtual-machine", "prod/db/container"]
+    );
+}
