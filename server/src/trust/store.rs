@@ -1,0 +1,408 @@
+//! The trust store: which client certificates are trusted, as what, for which projects.
+//!
+//! Persisted in SQLite (`<state-dir>/trust.db`) with WAL journaling and
+//! `synchronous=FULL`: every change is one transaction, so a `kill -9` at any moment
+//! leaves either the old or the new state, and an acknowledged change survives a crash.
+//! The daemon answers lookups from an in-memory snapshot that is swapped atomically after
+//! each committed change, so authorization never touches the database.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use super::certificate::ParsedCertificate;
+
+/// What a trusted certificate may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateType {
+    /// The full API.
+    Client,
+    /// `/1.0/metrics` and `/1.0` only.
+    Metrics,
+}
+
+impl CertificateType {
+    /// The word used in the API and the database.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CertificateType::Client => "client",
+            CertificateType::Metrics => "metrics",
+        }
+    }
+}
+
+impl std::str::FromStr for CertificateType {
+    type Err = TrustStoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "client" => Ok(CertificateType::Client),
+            "metrics" => Ok(CertificateType::Metrics),
+            other => Err(TrustStoreError::UnknownType(other.to_owned())),
+        }
+    }
+}
+
+/// One trusted certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedCertificate {
+    /// Lower-case hex SHA-256 of the DER certificate.
+    pub fingerprint: String,
+    /// Client or metrics.
+    #[serde(rename = "type")]
+    pub kind: CertificateType,
+    /// A name for humans.
+    pub name: String,
+    /// Whether access is limited to `projects`.
+    pub restricted: bool,
+    /// The projects a restricted certificate may see.
+    pub projects: Vec<String>,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// When it was added, seconds since the epoch.
+    pub added_at: u64,
+}
+
+/// What adding a certificate needs.
+#[derive(Clone, Debug)]
+pub struct NewCertificate {
+    /// The parsed certificate.
+    pub certificate: ParsedCertificate,
+    /// Client or metrics.
+    pub kind: CertificateType,
+    /// A name (defaults to the fingerprint's first 12 characters when empty).
+    pub name: String,
+    /// Limit to `projects`.
+    pub restricted: bool,
+    /// Projects for a restricted certificate.
+    pub projects: Vec<String>,
+}
+
+/// A trust store problem, in one sentence.
+#[derive(Debug, thiserror::Error)]
+pub enum TrustStoreError {
+    /// The database could not be opened, read or written.
+    #[error("trust store {path}: {source}")]
+    Database {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// Adding a certificate that is already trusted.
+    #[error("certificate {0} is already trusted")]
+    AlreadyTrusted(String),
+    /// Removing or showing a certificate that is not trusted.
+    #[error("no trusted certificate with fingerprint {0}")]
+    NotFound(String),
+    /// A type other than client or metrics.
+    #[error("unknown certificate type \"{0}\" (use client or metrics)")]
+    UnknownType(String),
+    /// `restricted` without projects, or projects without `restricted`.
+    #[error("a restricted certificate needs at least one project, and projects need --restricted")]
+    BadRestriction,
+}
+
+/// In-memory view used for authorization.
+#[derive(Debug, Default)]
+pub struct TrustSnapshot {
+    by_fingerprint: HashMap<String, Arc<TrustedCertificate>>,
+}
+
+impl TrustSnapshot {
+    /// The certificate with this fingerprint, if trusted.
+    pub fn get(&self, fingerprint: &str) -> Option<&Arc<TrustedCertificate>> {
+        self.by_fingerprint.get(fingerprint)
+    }
+}
+
+/// The persistent trust store and its in-memory snapshot.
+pub struct TrustStore {
+    path: PathBuf,
+    connection: Mutex<Connection>,
+    snapshot: ArcSwap<TrustSnapshot>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS certificates (
+    fingerprint TEXT PRIMARY KEY NOT NULL,
+    type        TEXT NOT NULL CHECK (type IN ('client', 'metrics')),
+    name        TEXT NOT NULL,
+    restricted  INTEGER NOT NULL,
+    projects    TEXT NOT NULL,
+    certificate TEXT NOT NULL,
+    added_at    INTEGER NOT NULL
+);";
+
+impl TrustStore {
+    /// Opens (creating if needed) the store at `path` and loads the snapshot.
+    pub fn open(path: &Path) -> Result<TrustStore, TrustStoreError> {
+        let db = |source| TrustStoreError::Database {
+            path: path.to_owned(),
+            source,
+        };
+        let connection = Connection::open(path).map_err(db)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+            )
+            .map_err(db)?;
+        connection.execute_batch(SCHEMA).map_err(db)?;
+        let store = TrustStore {
+            path: path.to_owned(),
+            connection: Mutex::new(connection),
+            snapshot: ArcSwap::from_pointee(TrustSnapshot::default()),
+        };
+        store.reload()?;
+        Ok(store)
+    }
+
+    fn db_error(&self, source: rusqlite::Error) -> TrustStoreError {
+        TrustStoreError::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// The current snapshot (lock-free).
+    pub fn snapshot(&self) -> Arc<TrustSnapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Re-reads the database into a new snapshot (after another process changed it).
+    pub fn reload(&self) -> Result<(), TrustStoreError> {
+        let all = self.read_all()?;
+        let by_fingerprint = all
+            .into_iter()
+            .map(|c| (c.fingerprint.clone(), Arc::new(c)))
+            .collect();
+        self.snapshot
+            .store(Arc::new(TrustSnapshot { by_fingerprint }));
+        Ok(())
+    }
+
+    /// Every trusted certificate, ordered by name then fingerprint.
+    pub fn list(&self) -> Result<Vec<TrustedCertificate>, TrustStoreError> {
+        self.read_all()
+    }
+
+    fn read_all(&self) -> Result<Vec<TrustedCertificate>, TrustStoreError> {
+        let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        let mut statement = connection
+            .prepare(
+                "SELECT fingerprint, type, name, restricted, projects, certificate, added_at \
+                 FROM certificates ORDER BY name, fingerprint",
+            )
+            .map_err(|e| self.db_error(e))?;
+        let rows = statement
+            .query_map([], row_to_certificate)
+            .map_err(|e| self.db_error(e))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// Adds a certificate in one transaction, then publishes the new snapshot.
+    pub fn add(&self, new: NewCertificate) -> Result<TrustedCertificate, TrustStoreError> {
+        if new.restricted == new.projects.is_empty() {
+            return Err(TrustStoreError::BadRestriction);
+        }
+        let fingerprint = new.certificate.fingerprint.clone();
+        let name = match new.name.trim() {
+            "" => fingerprint[..12].to_owned(),
+            name => name.to_owned(),
+        };
+        let added_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let record = TrustedCertificate {
+            fingerprint: fingerprint.clone(),
+            kind: new.kind,
+            name,
+            restricted: new.restricted,
+            projects: new.projects,
+            certificate: new.certificate.to_pem(),
+            added_at,
+        };
+        {
+            let mut connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+            let tx = connection.transaction().map_err(|e| self.db_error(e))?;
+            let exists: Option<i64> = tx
+                .query_row(
+                    "SELECT 1 FROM certificates WHERE fingerprint = ?1",
+                    params![fingerprint],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(|e| self.db_error(e))?;
+            if exists.is_some() {
+                return Err(TrustStoreError::AlreadyTrusted(fingerprint));
+            }
+            tx.execute(
+                "INSERT INTO certificates (fingerprint, type, name, restricted, projects, certificate, added_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    record.fingerprint,
+                    record.kind.as_str(),
+                    record.name,
+                    record.restricted,
+                    record.projects.join(","),
+                    record.certificate,
+                    record.added_at as i64,
+                ],
+            )
+            .map_err(|e| self.db_error(e))?;
+            tx.commit().map_err(|e| self.db_error(e))?;
+        }
+        self.reload()?;
+        Ok(record)
+    }
+
+    /// Removes a certificate (a unique fingerprint prefix is enough, as in LXD).
+    pub fn remove(&self, fingerprint: &str) -> Result<TrustedCertificate, TrustStoreError> {
+        let found = self.find(fingerprint)?;
+        {
+            let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+            connection
+                .execute(
+                    "DELETE FROM certificates WHERE fingerprint = ?1",
+                    params![found.fingerprint],
+                )
+                .map_err(|e| self.db_error(e))?;
+        }
+        self.reload()?;
+        Ok(found)
+    }
+
+    /// The certificate whose fingerprint is or starts with `fingerprint`.
+    pub fn find(&self, fingerprint: &str) -> Result<TrustedCertificate, TrustStoreError> {
+        let wanted = fingerprint.to_ascii_lowercase();
+        let matches: Vec<TrustedCertificate> = self
+            .read_all()?
+            .into_iter()
+            .filter(|c| !wanted.is_empty() && c.fingerprint.starts_with(&wanted))
+            .collect();
+        match matches.len() {
+            1 => Ok(matches.into_iter().next().expect("one match")),
+            _ => Err(TrustStoreError::NotFound(fingerprint.to_owned())),
+        }
+    }
+}
+
+fn row_to_certificate(row: &rusqlite::Row<'_>) -> rusqlite::Result<TrustedCertificate> {
+    let kind: String = row.get(1)?;
+    let projects: String = row.get(4)?;
+    let added_at: i64 = row.get(6)?;
+    Ok(TrustedCertificate {
+        fingerprint: row.get(0)?,
+        kind: kind.parse().map_err(|e: TrustStoreError| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(e))
+        })?,
+        name: row.get(2)?,
+        restricted: row.get(3)?,
+        projects: projects
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        certificate: row.get(5)?,
+        added_at: u64::try_from(added_at).unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trust::certificate;
+
+    fn cert() -> ParsedCertificate {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).unwrap();
+        let c = rcgen::CertificateParams::new(vec!["metrics.local".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        certificate::parse(c.pem().as_bytes()).unwrap()
+    }
+
+    fn new(kind: CertificateType, restricted: bool, projects: &[&str]) -> NewCertificate {
+        NewCertificate {
+            certificate: cert(),
+            kind,
+            name: String::new(),
+            restricted,
+            projects: projects.iter().map(|p| p.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn add_lookup_remove_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.db");
+        let store = TrustStore::open(&path).unwrap();
+        let metrics = store
+            .add(new(CertificateType::Metrics, true, &["a", "b"]))
+            .unwrap();
+        let client = store.add(new(CertificateType::Client, false, &[])).unwrap();
+        let snap = store.snapshot();
+        assert_eq!(snap.get(&metrics.fingerprint).unwrap().projects, ["a", "b"]);
+        assert_eq!(
+            snap.get(&client.fingerprint).unwrap().kind,
+            CertificateType::Client
+        );
+        drop(store);
+
+        // Reopened: everything acknowledged is there.
+        let store = TrustStore::open(&path).unwrap();
+        assert_eq!(store.list().unwrap().len(), 2);
+        let removed = store.remove(&metrics.fingerprint[..10]).unwrap();
+        assert_eq!(removed.fingerprint, metrics.fingerprint);
+        assert!(store.snapshot().get(&metrics.fingerprint).is_none());
+        assert!(matches!(
+            store.remove(&metrics.fingerprint),
+            Err(TrustStoreError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn duplicates_and_bad_restrictions_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::open(&dir.path().join("trust.db")).unwrap();
+        let c = new(CertificateType::Client, false, &[]);
+        store.add(c.clone()).unwrap();
+        assert!(matches!(
+            store.add(c),
+            Err(TrustStoreError::AlreadyTrusted(_))
+        ));
+        assert!(matches!(
+            store.add(new(CertificateType::Metrics, true, &[])),
+            Err(TrustStoreError::BadRestriction)
+        ));
+        assert!(matches!(
+            store.add(new(CertificateType::Metrics, false, &["a"])),
+            Err(TrustStoreError::BadRestriction)
+        ));
+        assert!(matches!(
+            "admin".parse::<CertificateType>(),
+            Err(TrustStoreError::UnknownType(_))
+        ));
+    }
+
+    #[test]
+    fn a_second_handle_sees_changes_after_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trust.db");
+        let daemon = TrustStore::open(&path).unwrap();
+        let cli = TrustStore::open(&path).unwrap();
+        let added = cli.add(new(CertificateType::Metrics, false, &[])).unwrap();
+        assert!(daemon.snapshot().get(&added.fingerprint).is_none());
+        daemon.reload().unwrap();
+        assert!(daemon.snapshot().get(&added.fingerprint).is_some());
+    }
+}
