@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod listener;
 pub mod routes;
 pub mod state_dir;
+pub mod tls;
 pub mod trust;
 
 use std::io::IsTerminal;
