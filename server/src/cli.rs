@@ -50,6 +50,56 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// List the registered collectors and whether each is enabled.
     Collectors,
+    /// Manage trusted client certificates.
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Print the body of `GET PATH` from the running daemon (over its unix socket).
+    Query {
+        /// The path, e.g. `/1.0/metrics`.
+        path: String,
+    },
+}
+
+/// `lxmetrics trust ...`
+#[derive(Debug, Subcommand)]
+pub enum TrustCommand {
+    /// Trust a certificate file.
+    Add {
+        /// PEM or DER certificate file.
+        file: std::path::PathBuf,
+        /// `client` (full API) or `metrics` (metrics only).
+        #[arg(long = "type", value_name = "TYPE", default_value = "client")]
+        kind: String,
+        /// A name for the certificate (default: start of its fingerprint).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Limit the certificate to `--projects`.
+        #[arg(long)]
+        restricted: bool,
+        /// Comma-separated projects a restricted certificate may see.
+        #[arg(long, value_delimiter = ',')]
+        projects: Vec<String>,
+    },
+    /// List trusted certificates.
+    List {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+    },
+    /// Stop trusting a certificate (a unique fingerprint prefix is enough).
+    Remove {
+        /// The certificate's fingerprint.
+        fingerprint: String,
+    },
+}
+
+/// How `trust list` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// Aligned columns.
+    Table,
+    /// A JSON array.
+    Json,
 }
 
 /// Flags of `lxmetrics daemon`; they override the configuration file and environment.

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use lxmetrics_core::cache::MetricsCache;
 use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
@@ -16,6 +16,9 @@ use tokio::sync::watch;
 use crate::cli::DaemonArgs;
 use crate::listener::HttpListener;
 use crate::routes::{routes, AppState, ListenerScope};
+use crate::tls::config as tls_config;
+use crate::tls::server_cert;
+use crate::trust::store::TrustStore;
 
 /// Loads the configuration the way every subcommand does.
 pub fn load_config(
@@ -43,11 +46,23 @@ pub fn overrides(args: &DaemonArgs) -> Vec<(&'static str, figment::value::Value)
 }
 
 /// Runs the daemon until a termination signal.
-pub async fn run(config: Config) -> anyhow::Result<()> {
-    check_plain_http_address(config.core.https_address, "core.https_address")?;
-    if let Some(addr) = config.core.metrics_address {
-        check_plain_http_address(addr, "core.metrics_address")?;
-    }
+pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
+    let identity = server_cert::load_or_generate(state_dir)?;
+    let trust = Arc::new(
+        TrustStore::open(&state_dir.join("trust.db"))
+            .with_context(|| "cannot open the trust store".to_owned())?,
+    );
+    let tls = tls_config::server_config(&identity).context("TLS configuration")?;
+    println!(
+        "lxmetrics server certificate fingerprint: {}{}",
+        identity.fingerprint,
+        if identity.generated {
+            " (generated)"
+        } else {
+            ""
+        }
+    );
+
     let host = Arc::new(config.host.clone());
     let collectors = registry::build_enabled(&config.collectors, &host)?;
     tracing::info!(
@@ -64,22 +79,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let telemetry = Arc::new(DaemonTelemetry::default());
     let state = AppState {
         metrics: MetricsService::new(cache, telemetry.clone(), config.metrics.prefix.as_str()),
+        trust,
+        metrics_authentication: config.core.metrics_authentication,
+        server_fingerprint: identity.fingerprint.as_str().into(),
     };
 
-    let mut listeners = vec![bind(
+    let mut listeners = vec![bind_tls(
         config.core.https_address,
         "core.https_address",
+        &tls,
         routes(state.clone(), ListenerScope::Full),
         &telemetry,
     )?];
     if let Some(addr) = config.core.metrics_address {
-        listeners.push(bind(
+        listeners.push(bind_tls(
             addr,
             "core.metrics_address",
+            &tls,
             routes(state.clone(), ListenerScope::MetricsOnly),
             &telemetry,
         )?);
     }
+    let socket = state_dir.join("unix.socket");
+    listeners.push(
+        HttpListener::bind_unix(
+            &socket,
+            routes(state.clone(), ListenerScope::Full),
+            telemetry.clone(),
+        )
+        .with_context(|| format!("cannot listen on {}", socket.display()))?,
+    );
+    println!("lxmetrics listening on unix:{}", socket.display());
 
     let (stop, stopped) = watch::channel(false);
     let tasks: Vec<_> = listeners
@@ -103,29 +133,20 @@ fn discovery(config: &Config) -> Arc<dyn lxmetrics_core::discovery::Discovery> {
     ))
 }
 
-/// Until TLS lands the listeners speak plain HTTP, so they may only bind loopback
-/// addresses.
-fn check_plain_http_address(addr: ListenAddress, key: &str) -> anyhow::Result<()> {
-    if !addr.ip.is_some_and(|ip| ip.is_loopback()) {
-        bail!(
-            "{key}: \"{addr}\" is not a loopback address; this build serves plain HTTP \
-             (TLS is not implemented yet), so it only listens on 127.0.0.1 or ::1"
-        );
-    }
-    Ok(())
-}
-
-/// Binds one listener and prints its address.
-fn bind(
+/// Binds one TLS listener and prints its address.
+fn bind_tls(
     addr: ListenAddress,
     key: &str,
+    tls: &Arc<rustls::ServerConfig>,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
     telemetry: &Arc<DaemonTelemetry>,
 ) -> anyhow::Result<HttpListener> {
-    let listener = HttpListener::bind(addr.socket_addr(), routes, telemetry.clone())
-        .with_context(|| format!("{key}: cannot listen on {addr}"))?;
-    let local = listener.local_addr()?;
-    println!("lxmetrics listening on http://{local} ({key}, plain HTTP until TLS lands)");
+    let listener =
+        HttpListener::bind_tls(addr.socket_addr(), tls.clone(), routes, telemetry.clone())
+            .with_context(|| format!("{key}: cannot listen on {addr}"))?;
+    if let Some(local) = listener.local_addr() {
+        println!("lxmetrics listening on https://{local} ({key})");
+    }
     Ok(listener)
 }
 

@@ -4,7 +4,9 @@
 //! our own listener), and the `lxmetrics` command line. The binary in `main.rs` only
 //! names the plugin crates and calls [`run`].
 
+pub mod admin_client;
 pub mod api;
+pub mod auth;
 pub mod caller;
 pub mod cli;
 pub mod daemon;
@@ -13,6 +15,7 @@ pub mod routes;
 pub mod state_dir;
 pub mod tls;
 pub mod trust;
+pub mod trust_cli;
 
 use std::io::IsTerminal;
 
@@ -42,13 +45,23 @@ pub fn run() -> anyhow::Result<()> {
                 .thread_name("lxmetrics")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(daemon::run(config))
+            runtime.block_on(daemon::run(config, &state_dir))
         }
         Command::Collectors => {
             let config = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;
             print_collectors(&config)
         }
+        Command::Trust(command) => small_runtime()?.block_on(trust_cli::run(command, &state_dir)),
+        Command::Query { path } => small_runtime()?.block_on(trust_cli::query(path, &state_dir)),
     }
+}
+
+/// A runtime for the short-lived client commands.
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 fn print_collectors(config: &lxmetrics_core::config::Config) -> anyhow::Result<()> {

@@ -1,14 +1,16 @@
-//! The accept loop: serves a warp filter over hyper-util on our own listener, so the
-//! connection (and later its TLS session and peer certificate) is ours to inspect before
-//! routing.
+//! The accept loops: serve a warp filter over hyper-util on our own listeners, so the
+//! connection (its TLS session and peer certificate, or the unix socket) is ours to
+//! inspect before routing. The caller goes into each request's extensions.
 //!
-//! Per connection: a header read timeout (slow clients cannot hold a connection forever),
-//! HTTP/1.1 and HTTP/2, graceful shutdown. Per listener: a cap on concurrent connections;
-//! accept errors such as EMFILE back off instead of spinning.
+//! Per connection: the TLS handshake runs in the connection's own task under a 10 s limit
+//! (a slow or dead client never blocks the accept loop), a header read timeout, HTTP/1.1
+//! and HTTP/2, graceful shutdown. Per listener: a cap on concurrent connections; accept
+//! errors such as EMFILE back off instead of spinning.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +18,21 @@ use hyper::body::Incoming;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use lxmetrics_core::daemon_metrics::{DaemonTelemetry, RequestResult};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
 use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::caller::Caller;
+use crate::caller::{Caller, PeerCertificate};
 use crate::routes::entity_type;
 
+/// How long a client may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once per listener; more wait in the kernel's backlog.
@@ -34,17 +40,24 @@ const MAX_CONNECTIONS: usize = 4096;
 /// How long in-flight requests get to finish at shutdown.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(4);
 
+/// Where connections come from.
+enum Socket {
+    Tls(TcpListener, TlsAcceptor),
+    Unix(UnixListener, PathBuf),
+}
+
 /// A bound listener with what it serves.
 pub struct HttpListener {
-    listener: TcpListener,
+    socket: Socket,
     routes: BoxedFilter<(Response,)>,
     telemetry: Arc<DaemonTelemetry>,
 }
 
 impl HttpListener {
-    /// Binds `addr` (dual-stack when it is `[::]`).
-    pub fn bind(
+    /// Binds a TLS listener on `addr` (dual-stack when it is `[::]`).
+    pub fn bind_tls(
         addr: SocketAddr,
+        tls: Arc<rustls::ServerConfig>,
         routes: BoxedFilter<(Response,)>,
         telemetry: Arc<DaemonTelemetry>,
     ) -> std::io::Result<Self> {
@@ -62,15 +75,46 @@ impl HttpListener {
         socket.listen(1024)?;
         let listener = TcpListener::from_std(socket.into())?;
         Ok(HttpListener {
-            listener,
+            socket: Socket::Tls(listener, TlsAcceptor::from(tls)),
             routes,
             telemetry,
         })
     }
 
-    /// The address actually bound (with the kernel's port when 0 was asked).
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+    /// Binds the unix socket at `path` (mode 0660), replacing a stale socket file.
+    pub fn bind_unix(
+        path: &Path,
+        routes: BoxedFilter<(Response,)>,
+        telemetry: Arc<DaemonTelemetry>,
+    ) -> std::io::Result<Self> {
+        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.file_type().is_socket() {
+                // A live daemon answers; a stale file from a crash is removed.
+                if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "another daemon is serving this state directory",
+                    ));
+                }
+                std::fs::remove_file(path)?;
+            }
+        }
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        Ok(HttpListener {
+            socket: Socket::Unix(listener, path.to_owned()),
+            routes,
+            telemetry,
+        })
+    }
+
+    /// The address a TLS listener bound (with the kernel's port when 0 was asked).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match &self.socket {
+            Socket::Tls(l, _) => l.local_addr().ok(),
+            Socket::Unix(..) => None,
+        }
     }
 
     /// Serves until `shutdown` turns true, then lets in-flight requests finish for up to
@@ -99,43 +143,99 @@ impl HttpListener {
                 },
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
+            let context = Connection {
+                builder: builder.clone(),
+                watcher: graceful.watcher(),
+                routes: self.routes.clone(),
+                telemetry: self.telemetry.clone(),
+            };
             let accepted = tokio::select! {
-                accepted = self.listener.accept() => accepted,
+                accepted = accept(&self.socket) => accepted,
                 _ = shutdown.wait_for(|stop| *stop) => break,
             };
-            let (stream, _peer) = match accepted {
-                Ok(pair) => pair,
+            match accepted {
+                Ok(Accepted::Tcp(stream, acceptor)) => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        let _ = stream.set_nodelay(true);
+                        let tls =
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                .await
+                            {
+                                Ok(Ok(tls)) => tls,
+                                Ok(Err(e)) => return tracing::debug!("TLS handshake failed: {e}"),
+                                Err(_) => return tracing::debug!("TLS handshake timed out"),
+                            };
+                        let peer = tls
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|chain| chain.first())
+                            .map(|der| PeerCertificate::new(der));
+                        context.serve(tls, Caller::Tls(peer)).await;
+                    });
+                }
+                Ok(Accepted::Unix(stream)) => {
+                    tokio::spawn(async move {
+                        let _permit = permit;
+                        context.serve(stream, Caller::UnixSocket).await;
+                    });
+                }
                 Err(e) => {
                     // EMFILE and friends: wait for connections to close instead of spinning.
                     tracing::warn!("accept failed: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
                 }
-            };
-            let _ = stream.set_nodelay(true);
-            let service = request_service(
-                self.routes.clone(),
-                self.telemetry.clone(),
-                Caller::PlainLoopback,
-            );
-            let builder = builder.clone();
-            let watcher = graceful.watcher();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let connection = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .into_owned();
-                if let Err(e) = watcher.watch(connection).await {
-                    tracing::debug!("connection ended: {e}");
-                }
-            });
+            }
         }
-        drop(self.listener);
+        if let Socket::Unix(_, path) = &self.socket {
+            let _ = std::fs::remove_file(path);
+        }
+        drop(self.socket);
         if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
             .await
             .is_err()
         {
             tracing::warn!("some connections did not finish within {SHUTDOWN_GRACE:?}");
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, TlsAcceptor),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(socket: &Socket) -> std::io::Result<Accepted> {
+    match socket {
+        Socket::Tls(listener, acceptor) => {
+            let (stream, _) = listener.accept().await?;
+            Ok(Accepted::Tcp(stream, acceptor.clone()))
+        }
+        Socket::Unix(listener, _) => Ok(Accepted::Unix(listener.accept().await?.0)),
+    }
+}
+
+/// What serving one connection needs.
+struct Connection {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: Watcher,
+    routes: BoxedFilter<(Response,)>,
+    telemetry: Arc<DaemonTelemetry>,
+}
+
+impl Connection {
+    async fn serve<I>(self, io: I, caller: Caller)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = request_service(self.routes, self.telemetry, caller);
+        let connection = self
+            .builder
+            .serve_connection(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(e) = self.watcher.watch(connection).await {
+            tracing::debug!("connection ended: {e}");
         }
     }
 }

@@ -1,12 +1,24 @@
-//! The HTTP API as warp filters: `/1.0`, `/1.0/metrics`, and LXD-shaped errors for
-//! everything else. Routes only translate HTTP to calls on core and back.
+//! The HTTP API as warp filters. Routes only translate HTTP to calls on core, the trust
+//! store and authorization, and back; they never parse host files.
+//!
+//! | endpoint | client | metrics | untrusted |
+//! |---|---|---|---|
+//! | `GET /1.0` | trusted info | trusted info, type metrics | public info |
+//! | `GET /1.0/metrics[?project=P]` | all | all, or its projects when restricted | 403, or all when `core.metrics_authentication=false` |
+//! | `GET /1.0/instances` | list | 403 | 403 |
+//! | `GET/POST /1.0/certificates`, `GET/DELETE /1.0/certificates/{fp}` | yes | 403 | 403 |
+//!
+//! The metrics-only listener serves `/1.0` and `/1.0/metrics`; everything else is 404.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
+use base64::Engine;
 use lxmetrics_core::exposition::negotiate::{encoding_from_accept_encoding, format_from_accept};
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
+use serde::Deserialize;
 use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use warp::http::StatusCode;
@@ -14,13 +26,22 @@ use warp::reply::Response;
 use warp::{Filter, Rejection};
 
 use crate::api;
+use crate::auth::{access, Access};
 use crate::caller::Caller;
+use crate::trust::certificate;
+use crate::trust::store::{CertificateType, NewCertificate, TrustStore, TrustStoreError};
 
 /// What every route needs.
 #[derive(Clone)]
 pub struct AppState {
     /// The metrics pipeline.
     pub metrics: MetricsService,
+    /// Trusted certificates.
+    pub trust: Arc<TrustStore>,
+    /// `core.metrics_authentication`.
+    pub metrics_authentication: bool,
+    /// The server certificate's fingerprint, shown on `GET /1.0`.
+    pub server_fingerprint: Arc<str>,
 }
 
 /// Which endpoints a listener serves.
@@ -45,63 +66,273 @@ pub fn entity_type(path: &str) -> &'static str {
     }
 }
 
-fn caller() -> impl Filter<Extract = (Caller,), Error = Infallible> + Clone {
-    warp::ext::optional::<Caller>().map(|c: Option<Caller>| c.unwrap_or(Caller::PlainLoopback))
+/// The caller's access for this request, from the current trust snapshot.
+fn access_filter(state: AppState) -> impl Filter<Extract = (Access,), Error = Infallible> + Clone {
+    warp::ext::optional::<Caller>().map(move |caller: Option<Caller>| {
+        let caller = caller.unwrap_or(Caller::Tls(None));
+        access(&caller, &state.trust.snapshot())
+    })
+}
+
+fn with_state(state: AppState) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone {
+    warp::any().map(move || state.clone())
 }
 
 /// All routes of a listener.
 pub fn routes(state: AppState, scope: ListenerScope) -> BoxedFilter<(Response,)> {
-    let _ = scope; // Full and MetricsOnly serve the same endpoints until the full API grows.
+    let access = access_filter(state.clone());
     let server_info = warp::path!("1.0")
         .and(warp::get())
-        .and(caller())
-        .map(|caller: Caller| server_info(&caller));
+        .and(access.clone())
+        .and(with_state(state.clone()))
+        .map(|access: Access, state: AppState| server_info(&access, &state));
 
     let metrics = warp::path!("1.0" / "metrics")
         .and(warp::get())
-        .and(caller())
+        .and(access.clone())
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("accept"))
         .and(warp::header::optional::<String>("accept-encoding"))
-        .and(warp::any().map(move || state.clone()))
+        .and(with_state(state.clone()))
         .then(metrics_handler);
 
-    server_info
-        .or(metrics)
+    let common = server_info.or(metrics).unify();
+    let all = match scope {
+        ListenerScope::MetricsOnly => common.boxed(),
+        ListenerScope::Full => common.or(full_api(state, access)).unify().boxed(),
+    };
+    all.recover(rejection_to_error).unify().boxed()
+}
+
+/// The endpoints only the full listeners serve; every one needs a client certificate.
+fn full_api(
+    state: AppState,
+    access: impl Filter<Extract = (Access,), Error = Infallible> + Clone + Send + Sync + 'static,
+) -> BoxedFilter<(Response,)> {
+    let instances = warp::path!("1.0" / "instances")
+        .and(warp::get())
+        .and(access.clone())
+        .and(with_state(state.clone()))
+        .then(|access: Access, state: AppState| async move {
+            if access != Access::Client {
+                return forbidden();
+            }
+            match state.metrics.cache().snapshot().await {
+                Ok(snapshot) => {
+                    api::sync(serde_json::to_value(snapshot.instances()).unwrap_or_default())
+                }
+                Err(e) => api::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+            }
+        });
+
+    let list = warp::path!("1.0" / "certificates")
+        .and(warp::get())
+        .and(access.clone())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with_state(state.clone()))
+        .then(
+            |access: Access, query: HashMap<String, String>, state: AppState| async move {
+                if access != Access::Client {
+                    return forbidden();
+                }
+                let recursion = query.get("recursion").is_some_and(|r| r != "0");
+                trust_call(state, move |trust| trust.list())
+                    .await
+                    .map(|certs| {
+                        let value = if recursion {
+                            serde_json::to_value(certs).unwrap_or_default()
+                        } else {
+                            certs
+                                .iter()
+                                .map(|c| format!("/1.0/certificates/{}", c.fingerprint))
+                                .collect::<Vec<_>>()
+                                .into()
+                        };
+                        api::sync(value)
+                    })
+                    .unwrap_or_else(trust_error)
+            },
+        );
+
+    let add = warp::path!("1.0" / "certificates")
+        .and(warp::post())
+        .and(access.clone())
+        .and(warp::body::content_length_limit(1 << 20))
+        .and(warp::body::json::<CertificatePost>())
+        .and(with_state(state.clone()))
+        .then(
+            |access: Access, post: CertificatePost, state: AppState| async move {
+                if access != Access::Client {
+                    return forbidden();
+                }
+                let new = match post.into_new() {
+                    Ok(n) => n,
+                    Err(message) => return api::error(StatusCode::BAD_REQUEST, &message),
+                };
+                trust_call(state, move |trust| trust.add(new))
+                    .await
+                    .map(|c| api::sync(serde_json::to_value(c).unwrap_or_default()))
+                    .unwrap_or_else(trust_error)
+            },
+        );
+
+    let one =
+        warp::path!("1.0" / "certificates" / String)
+            .and(warp::get().or(warp::delete()).unify())
+            .and(warp::method())
+            .and(access)
+            .and(with_state(state))
+            .then(
+                |fingerprint: String,
+                 method: warp::http::Method,
+                 access: Access,
+                 state: AppState| async move {
+                    if access != Access::Client {
+                        return forbidden();
+                    }
+                    let delete = method == warp::http::Method::DELETE;
+                    trust_call(state, move |trust| {
+                        if delete {
+                            trust.remove(&fingerprint)
+                        } else {
+                            trust.find(&fingerprint)
+                        }
+                    })
+                    .await
+                    .map(|c| {
+                        api::sync(if delete {
+                            serde_json::Value::Null
+                        } else {
+                            serde_json::to_value(c).unwrap_or_default()
+                        })
+                    })
+                    .unwrap_or_else(trust_error)
+                },
+            );
+
+    instances
+        .or(list)
         .unify()
-        .recover(rejection_to_error)
+        .or(add)
+        .unify()
+        .or(one)
         .unify()
         .boxed()
 }
 
-fn server_info(caller: &Caller) -> Response {
-    api::sync(serde_json::json!({
+/// `POST /1.0/certificates` body, as LXD takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertificatePost {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    name: String,
+    /// Base64 DER (as LXD sends it) or PEM.
+    certificate: String,
+    #[serde(default)]
+    restricted: bool,
+    #[serde(default)]
+    projects: Vec<String>,
+    /// LXD's token/password fields are not supported; refuse rather than ignore.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+impl CertificatePost {
+    fn into_new(self) -> Result<NewCertificate, String> {
+        if self.password.is_some() {
+            return Err("password-based trust is not supported; send the certificate".into());
+        }
+        let kind: CertificateType = self
+            .kind
+            .parse()
+            .map_err(|e: TrustStoreError| e.to_string())?;
+        let bytes = if self.certificate.contains("-----BEGIN") {
+            self.certificate.into_bytes()
+        } else {
+            base64::engine::general_purpose::STANDARD
+                .decode(self.certificate.trim())
+                .map_err(|_| "certificate: neither PEM nor base64 DER".to_owned())?
+        };
+        let certificate = certificate::parse(&bytes).map_err(|e| format!("certificate: {e}"))?;
+        Ok(NewCertificate {
+            certificate,
+            kind,
+            name: self.name,
+            restricted: self.restricted,
+            projects: self.projects,
+        })
+    }
+}
+
+/// Runs a trust store call (SQLite, fsync) on the blocking pool.
+async fn trust_call<T: Send + 'static>(
+    state: AppState,
+    call: impl FnOnce(&TrustStore) -> Result<T, TrustStoreError> + Send + 'static,
+) -> Result<T, TrustStoreError> {
+    let trust = state.trust.clone();
+    match tokio::task::spawn_blocking(move || call(&trust)).await {
+        Ok(result) => result,
+        Err(e) => Err(TrustStoreError::Interrupted(e.to_string())),
+    }
+}
+
+fn trust_error(error: TrustStoreError) -> Response {
+    let status = match &error {
+        TrustStoreError::NotFound(_) => StatusCode::NOT_FOUND,
+        TrustStoreError::AlreadyTrusted(_) => StatusCode::CONFLICT,
+        TrustStoreError::UnknownType(_) | TrustStoreError::BadRestriction => {
+            StatusCode::BAD_REQUEST
+        }
+        TrustStoreError::Database { .. } | TrustStoreError::Interrupted(_) => {
+            StatusCode::INTERNAL_SERVER_ERROR
+        }
+    };
+    api::error(status, &error.to_string())
+}
+
+fn forbidden() -> Response {
+    api::error(StatusCode::FORBIDDEN, "not authorized")
+}
+
+fn server_info(access: &Access, state: &AppState) -> Response {
+    let mut info = serde_json::json!({
         "api_extensions": ["metrics"],
         "api_status": "stable",
         "api_version": "1.0",
-        "auth": caller.auth_word(),
+        "auth": access.auth_word(),
         "public": false,
         "auth_methods": ["tls"],
-        "environment": {
+    });
+    if let Some(kind) = access.certificate_type() {
+        info["auth_certificate_type"] = kind.into();
+        info["environment"] = serde_json::json!({
             "server": "lxmetrics",
             "server_version": env!("CARGO_PKG_VERSION"),
-        },
-    }))
+            "certificate_fingerprint": &*state.server_fingerprint,
+        });
+    }
+    api::sync(info)
 }
 
 async fn metrics_handler(
-    caller: Caller,
+    access: Access,
     query: HashMap<String, String>,
     accept: Option<String>,
     accept_encoding: Option<String>,
     state: AppState,
 ) -> Response {
-    if !caller.may_read_metrics() {
-        return api::error(StatusCode::FORBIDDEN, "not authorized");
-    }
+    let allowed = match &access {
+        Access::Client => ProjectFilter::All,
+        Access::Metrics(None) => ProjectFilter::All,
+        Access::Metrics(Some(projects)) => ProjectFilter::only(projects.iter().cloned()),
+        Access::Untrusted if !state.metrics_authentication => ProjectFilter::All,
+        Access::Untrusted => return forbidden(),
+    };
     let filter = match query.get("project") {
-        Some(project) => ProjectFilter::only([project.clone()]),
-        None => ProjectFilter::All,
+        Some(project) => allowed.intersect(&ProjectFilter::only([project.clone()])),
+        None => allowed,
     };
     let request = ScrapeRequest {
         filter,
@@ -135,6 +366,8 @@ async fn rejection_to_error(rejection: Rejection) -> Result<Response, Infallible
         (StatusCode::NOT_FOUND, "not found")
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         (StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
     } else if rejection.find::<warp::reject::InvalidQuery>().is_some() {
         (StatusCode::BAD_REQUEST, "invalid query string")
     } else if rejection.find::<warp::reject::InvalidHeader>().is_some() {

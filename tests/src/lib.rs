@@ -57,13 +57,64 @@ pub fn lxmetrics(state_dir: &Path) -> Command {
     cmd
 }
 
+/// A client certificate and key, PEM.
+#[derive(Clone, Debug)]
+pub struct ClientCert {
+    /// Certificate PEM.
+    pub cert_pem: String,
+    /// Private key PEM.
+    pub key_pem: String,
+}
+
+impl ClientCert {
+    /// A fresh self-signed ECDSA P-384 certificate (like the product note's openssl one),
+    /// valid from `not_before` to `not_after` years relative to now (defaults: valid now).
+    pub fn generate(name: &str) -> ClientCert {
+        Self::generate_valid(name, -1, 10)
+    }
+
+    /// A certificate valid from `from_years` to `to_years` relative to this year.
+    pub fn generate_valid(name: &str, from_years: i32, to_years: i32) -> ClientCert {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("key");
+        let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("params");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let year = 1970
+            + (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_secs()
+                / 31_556_952) as i32;
+        params.not_before = rcgen::date_time_ymd(year + from_years, 1, 1);
+        params.not_after = rcgen::date_time_ymd(year + to_years, 1, 1);
+        let cert = params.self_signed(&key).expect("self-signed");
+        ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// Writes `<dir>/<stem>.crt` and `<stem>.key`, returning the certificate path.
+    pub fn write(&self, dir: &Path, stem: &str) -> PathBuf {
+        let cert = dir.join(format!("{stem}.crt"));
+        std::fs::write(&cert, &self.cert_pem).expect("write cert");
+        std::fs::write(dir.join(format!("{stem}.key")), &self.key_pem).expect("write key");
+        cert
+    }
+}
+
 /// A running daemon; killed when dropped.
 pub struct Daemon {
     child: Child,
-    /// Base URL of the `core.https_address` listener, e.g. `http://127.0.0.1:41234`.
+    /// Base URL of the `core.https_address` listener, e.g. `https://127.0.0.1:41234`.
     pub url: String,
+    /// Base URL of the `core.metrics_address` listener, when one was configured.
+    pub metrics_url: Option<String>,
     /// Its state directory (removed when the daemon is dropped).
     pub state_dir: tempfile::TempDir,
+    /// A certificate trusted as `client` before the daemon started.
+    pub client_cert: ClientCert,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -77,6 +128,19 @@ impl Daemon {
 
     /// Like [`Daemon::start`] with a prepared state directory (e.g. holding config.toml).
     pub fn start_in(state_dir: tempfile::TempDir, extra_args: &[&str]) -> Daemon {
+        let client_cert = ClientCert::generate("e2e-client");
+        let cert_path = client_cert.write(state_dir.path(), "e2e-client");
+        let added = lxmetrics(state_dir.path())
+            .args(["trust", "add"])
+            .arg(&cert_path)
+            .args(["--type=client", "--name", "e2e-client"])
+            .output()
+            .expect("run lxmetrics trust add");
+        assert!(
+            added.status.success(),
+            "trust add failed: {}",
+            String::from_utf8_lossy(&added.stderr)
+        );
         let mut child = lxmetrics(state_dir.path())
             .args(["daemon", "--https-address", "127.0.0.1:0"])
             .args(extra_args)
@@ -94,36 +158,86 @@ impl Daemon {
                 }
             }
         });
-        let (url_tx, url_rx) = mpsc::channel();
+        // Lines like "lxmetrics listening on https://127.0.0.1:4321 (core.https_address)",
+        // then "... on unix:PATH" last.
+        let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
-                    let url = rest
+                    let _ = line_tx.send(rest.to_owned());
+                }
+            }
+        });
+        let (mut url, mut metrics_url) = (None, None);
+        loop {
+            match line_rx.recv_timeout(Duration::from_secs(20)) {
+                Ok(rest) if rest.starts_with("unix:") => break,
+                Ok(rest) => {
+                    let address = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_owned();
-                    let _ = url_tx.send(url);
+                    if rest.contains("(core.metrics_address)") {
+                        metrics_url = Some(address);
+                    } else {
+                        url = Some(address);
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let errors: Vec<String> = err_rx.try_iter().collect();
+                    panic!(
+                        "daemon did not report its listeners; stderr:\n{}",
+                        errors.join("\n")
+                    );
                 }
             }
-        });
-        let url = match url_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(url) => url,
-            Err(_) => {
-                let _ = child.kill();
-                let errors: Vec<String> = err_rx.try_iter().collect();
-                panic!(
-                    "daemon did not report a listen address; stderr:\n{}",
-                    errors.join("\n")
-                );
-            }
-        };
+        }
         Daemon {
             child,
-            url,
+            url: url.expect("core.https_address listener reported"),
+            metrics_url,
             state_dir,
+            client_cert,
             stderr: err_rx,
         }
+    }
+
+    /// The daemon's server certificate (the CA for clients).
+    pub fn server_cert_pem(&self) -> Vec<u8> {
+        std::fs::read(self.state_dir.path().join("server.crt")).expect("server.crt exists")
+    }
+
+    /// An HTTPS client presenting `cert` (or none) and trusting the daemon's certificate.
+    pub fn client_with(&self, cert: Option<&ClientCert>) -> reqwest::Client {
+        let root =
+            reqwest::Certificate::from_pem(&self.server_cert_pem()).expect("server.crt parses");
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .no_gzip()
+            .timeout(Duration::from_secs(20));
+        if let Some(cert) = cert {
+            let pem = format!("{}{}", cert.cert_pem, cert.key_pem);
+            builder =
+                builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"));
+        }
+        builder.build().expect("client")
+    }
+
+    /// An HTTPS client with the trusted `client` certificate.
+    pub fn client(&self) -> reqwest::Client {
+        self.client_with(Some(&self.client_cert))
+    }
+
+    /// Runs `lxmetrics --state-dir <this daemon's> ARGS`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        lxmetrics(self.state_dir.path())
+            .args(args)
+            .output()
+            .expect("run lxmetrics")
     }
 
     /// The process id.

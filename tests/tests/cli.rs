@@ -91,13 +91,53 @@ fn unknown_collector_is_an_error() {
 }
 
 #[test]
-fn plain_http_refuses_non_loopback_addresses() {
+fn trust_add_refuses_keys_unknown_types_and_duplicates_in_one_line() {
     let state = tempfile::tempdir().unwrap();
+    let cert = lxmetrics_tests::ClientCert::generate("x");
+    let crt = cert.write(state.path(), "x");
+    let key = state.path().join("x.key");
     let out = lxmetrics(state.path())
-        .args(["daemon", "--https-address", ":0"])
+        .args(["trust", "add"])
+        .arg(&key)
         .output()
         .unwrap();
-    assert_one_line_error(&out, &["core.https_address", "loopback"]);
+    assert_one_line_error(&out, &["x.key", "private key"]);
+    let out = lxmetrics(state.path())
+        .args(["trust", "add"])
+        .arg(&crt)
+        .arg("--type=admin")
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["--type", "admin"]);
+    let out = lxmetrics(state.path())
+        .args(["trust", "add"])
+        .arg(state.path().join("missing.crt"))
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["missing.crt"]);
+    let ok = lxmetrics(state.path())
+        .args(["trust", "add"])
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let out = lxmetrics(state.path())
+        .args(["trust", "add"])
+        .arg(&crt)
+        .output()
+        .unwrap();
+    assert_one_line_error(&out, &["already trusted"]);
+    let list = lxmetrics(state.path())
+        .args(["trust", "list", "--format=json"])
+        .output()
+        .unwrap();
+    let parsed: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(parsed.as_array().unwrap().len(), 1);
+    assert_eq!(parsed[0]["type"], "client");
 }
 
 #[test]

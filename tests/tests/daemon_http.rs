@@ -6,18 +6,11 @@ use std::time::Duration;
 
 use lxmetrics_tests::{sample_value, Daemon};
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_gzip()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn metrics_endpoint_serves_daemon_metrics_as_prometheus_text() {
     let daemon = Daemon::start(&[]);
-    let resp = client()
+    let resp = daemon
+        .client()
         .get(format!("{}/1.0/metrics", daemon.url))
         .send()
         .await
@@ -48,7 +41,8 @@ async fn metrics_endpoint_serves_daemon_metrics_as_prometheus_text() {
 #[tokio::test]
 async fn openmetrics_and_gzip_are_negotiated() {
     let daemon = Daemon::start(&[]);
-    let resp = client()
+    let resp = daemon
+        .client()
         .get(format!("{}/1.0/metrics", daemon.url))
         .header(
             "accept",
@@ -74,7 +68,8 @@ async fn openmetrics_and_gzip_are_negotiated() {
     assert!(body.ends_with("# EOF\n"), "{body}");
     assert!(body.contains("# TYPE lxd_metrics_refreshes counter\nlxd_metrics_refreshes_total "));
 
-    let refused = client()
+    let refused = daemon
+        .client()
         .get(format!("{}/1.0/metrics", daemon.url))
         .header("accept-encoding", "gzip;q=0, identity")
         .send()
@@ -86,7 +81,7 @@ async fn openmetrics_and_gzip_are_negotiated() {
 #[tokio::test]
 async fn concurrent_scrapers_share_one_refresh() {
     let daemon = Daemon::start(&[]);
-    let client = client();
+    let client = daemon.client();
     let scrapes: Vec<_> = (0..64)
         .map(|_| {
             let client = client.clone();
@@ -145,7 +140,8 @@ async fn cache_ttl_from_config_expires_the_snapshot() {
     .unwrap();
     let daemon = Daemon::start_in(state, &[]);
     let url = format!("{}/1.0/metrics", daemon.url);
-    let first = client()
+    let first = daemon
+        .client()
         .get(&url)
         .send()
         .await
@@ -158,7 +154,8 @@ async fn cache_ttl_from_config_expires_the_snapshot() {
         Some(1.0)
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let second = client()
+    let second = daemon
+        .client()
         .get(&url)
         .send()
         .await
@@ -175,7 +172,8 @@ async fn cache_ttl_from_config_expires_the_snapshot() {
 #[tokio::test]
 async fn unknown_paths_and_methods_get_lxd_errors() {
     let daemon = Daemon::start(&[]);
-    let resp = client()
+    let resp = daemon
+        .client()
         .get(format!("{}/1.0/nothing", daemon.url))
         .send()
         .await
@@ -187,7 +185,8 @@ async fn unknown_paths_and_methods_get_lxd_errors() {
         serde_json::json!({"type":"error","status":"","status_code":0,"operation":"",
             "error_code":404,"error":"not found","metadata":null})
     );
-    let resp = client()
+    let resp = daemon
+        .client()
         .delete(format!("{}/1.0/metrics", daemon.url))
         .send()
         .await
@@ -196,7 +195,8 @@ async fn unknown_paths_and_methods_get_lxd_errors() {
     let body: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(body["error_code"], 405);
 
-    let info: serde_json::Value = client()
+    let info: serde_json::Value = daemon
+        .client()
         .get(format!("{}/1.0", daemon.url))
         .send()
         .await
@@ -211,7 +211,8 @@ async fn unknown_paths_and_methods_get_lxd_errors() {
 #[tokio::test]
 async fn sigterm_exits_cleanly() {
     let mut daemon = Daemon::start(&[]);
-    let _ = client()
+    let _ = daemon
+        .client()
         .get(format!("{}/1.0/metrics", daemon.url))
         .send()
         .await

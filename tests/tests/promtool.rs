@@ -295,7 +295,10 @@ async fn lxd_shaped_output_passes_promtool_except_documented_rules() {
 #[tokio::test]
 async fn the_running_daemon_passes_promtool() {
     let daemon = Daemon::start(&[]);
-    let body = reqwest::get(format!("{}/1.0/metrics", daemon.url))
+    let body = daemon
+        .client()
+        .get(format!("{}/1.0/metrics", daemon.url))
+        .send()
         .await
         .unwrap()
         .text()

@@ -51,7 +51,10 @@ fn value(body: &str, prefix: &str) -> Option<f64> {
 }
 
 async fn scrape(daemon: &Daemon) -> String {
-    reqwest::get(format!("{}/1.0/metrics", daemon.url))
+    daemon
+        .client()
+        .get(format!("{}/1.0/metrics", daemon.url))
+        .send()
         .await
         .unwrap()
         .text()

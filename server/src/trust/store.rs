@@ -105,6 +105,9 @@ pub enum TrustStoreError {
     /// A type other than client or metrics.
     #[error("unknown certificate type \"{0}\" (use client or metrics)")]
     UnknownType(String),
+    /// The store call did not complete (its task panicked or was cancelled).
+    #[error("trust store operation interrupted: {0}")]
+    Interrupted(String),
     /// `restricted` without projects, or projects without `restricted`.
     #[error("a restricted certificate needs at least one project, and projects need --restricted")]
     BadRestriction,

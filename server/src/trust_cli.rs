@@ -1,0 +1,140 @@
+//! `lxmetrics trust add|list|remove` and `lxmetrics query`: through a running daemon's
+//! unix socket, or on the state directory directly when no daemon runs.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+
+use crate::admin_client::{self, AdminResponse};
+use crate::cli::{ListFormat, TrustCommand};
+use crate::trust::certificate;
+use crate::trust::store::{CertificateType, NewCertificate, TrustStore, TrustedCertificate};
+
+/// Runs a trust subcommand.
+pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()> {
+    let socket = state_dir.join("unix.socket");
+    let daemon = admin_client::daemon_running(&socket).await;
+    match command {
+        TrustCommand::Add {
+            file,
+            kind,
+            name,
+            restricted,
+            projects,
+        } => {
+            let kind: CertificateType = kind.parse().map_err(|e| anyhow!("--type: {e}"))?;
+            let contents = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
+            let parsed =
+                certificate::parse(&contents).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+            let fingerprint = parsed.fingerprint.clone();
+            if daemon {
+                let body = serde_json::json!({
+                    "type": kind.as_str(),
+                    "name": name,
+                    "certificate": base64::engine::general_purpose::STANDARD.encode(&parsed.der),
+                    "restricted": restricted,
+                    "projects": projects,
+                });
+                expect_ok(
+                    admin_client::request(&socket, "POST", "/1.0/certificates", Some(body)).await?,
+                )?;
+            } else {
+                let store = open_store(state_dir)?;
+                store.add(NewCertificate {
+                    certificate: parsed,
+                    kind,
+                    name: name.clone(),
+                    restricted: *restricted,
+                    projects: projects.clone(),
+                })?;
+            }
+            println!("{fingerprint}");
+        }
+        TrustCommand::List { format } => {
+            let list: Vec<TrustedCertificate> = if daemon {
+                let response =
+                    admin_client::request(&socket, "GET", "/1.0/certificates?recursion=1", None)
+                        .await?;
+                serde_json::from_value(expect_ok(response)?.metadata()?)?
+            } else {
+                open_store(state_dir)?.list()?
+            };
+            print_list(&list, *format)?;
+        }
+        TrustCommand::Remove { fingerprint } => {
+            if daemon {
+                let path = format!("/1.0/certificates/{}", url_segment(fingerprint));
+                expect_ok(admin_client::request(&socket, "DELETE", &path, None).await?)?;
+            } else {
+                open_store(state_dir)?.remove(fingerprint)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `lxmetrics query PATH`: prints the body; fails on an error status.
+pub async fn query(path: &str, state_dir: &Path) -> anyhow::Result<()> {
+    let socket = state_dir.join("unix.socket");
+    if !path.starts_with('/') {
+        bail!("{path}: the path must start with /");
+    }
+    let response = admin_client::request(&socket, "GET", path, None)
+        .await
+        .with_context(|| format!("no daemon answers on {}", socket.display()))?;
+    use std::io::Write;
+    std::io::stdout().write_all(&response.body)?;
+    if response.status >= 400 {
+        bail!(
+            "{path}: HTTP {}: {}",
+            response.status,
+            response.error_text()
+        );
+    }
+    Ok(())
+}
+
+fn open_store(state_dir: &Path) -> anyhow::Result<TrustStore> {
+    crate::state_dir::ensure(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+    Ok(TrustStore::open(&state_dir.join("trust.db"))?)
+}
+
+fn expect_ok(response: AdminResponse) -> anyhow::Result<AdminResponse> {
+    if response.status >= 400 {
+        bail!("{}", response.error_text());
+    }
+    Ok(response)
+}
+
+/// Fingerprints are hex; anything else is refused rather than escaped.
+fn url_segment(fingerprint: &str) -> String {
+    fingerprint
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
+}
+
+fn print_list(list: &[TrustedCertificate], format: ListFormat) -> anyhow::Result<()> {
+    match format {
+        ListFormat::Json => println!("{}", serde_json::to_string_pretty(list)?),
+        ListFormat::Table => {
+            println!(
+                "{:<12}  {:<8}  {:<20}  {:<10}  PROJECTS",
+                "FINGERPRINT", "TYPE", "NAME", "RESTRICTED"
+            );
+            for c in list {
+                println!(
+                    "{:<12}  {:<8}  {:<20}  {:<10}  {}",
+                    &c.fingerprint[..12.min(c.fingerprint.len())],
+                    c.kind.as_str(),
+                    c.name,
+                    if c.restricted { "yes" } else { "no" },
+                    c.projects.join(",")
+                );
+            }
+        }
+    }
+    Ok(())
+}
