@@ -240,6 +240,13 @@ impl Daemon {
             .expect("run lxmetrics")
     }
 
+    /// Kills the daemon with SIGKILL and hands back its state directory.
+    pub fn kill9(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("tempdir"))
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
