@@ -5,11 +5,13 @@
 //! | unix socket | client |
 //! | certificate in the trust store as `client` (valid dates) | client |
 //! | certificate in the trust store as `metrics` (valid dates) | metrics, maybe restricted to projects |
+//! | PKI mode: certificate chaining to `server.ca`, valid, not in `ca.crl` | client |
 //! | anything else (no certificate, unknown, expired, not yet valid) | untrusted |
 
 use std::sync::Arc;
 
 use crate::caller::{Caller, PeerCertificate};
+use crate::pki::Pki;
 use crate::trust::store::{CertificateType, TrustSnapshot};
 
 /// What one request may do.
@@ -42,18 +44,22 @@ impl Access {
     }
 }
 
-/// Decides the access of a caller against the current trust snapshot.
-pub fn access(caller: &Caller, trust: &TrustSnapshot) -> Access {
+/// Decides the access of a caller against the current trust snapshot and, in PKI mode,
+/// the CA.
+pub fn access(caller: &Caller, trust: &TrustSnapshot, pki: Option<&Pki>) -> Access {
     match caller {
         Caller::UnixSocket => Access::Client,
         Caller::Tls(None) => Access::Untrusted,
-        Caller::Tls(Some(peer)) => certificate_access(peer, trust),
+        Caller::Tls(Some(peer)) => certificate_access(peer, trust, pki),
     }
 }
 
-fn certificate_access(peer: &PeerCertificate, trust: &TrustSnapshot) -> Access {
+fn certificate_access(peer: &PeerCertificate, trust: &TrustSnapshot, pki: Option<&Pki>) -> Access {
     let Some(entry) = trust.get(&peer.fingerprint) else {
-        return Access::Untrusted;
+        return match pki {
+            Some(pki) if pki.trusts(&peer.der) => Access::Client,
+            _ => Access::Untrusted,
+        };
     };
     if !currently_valid(&peer.der) {
         return Access::Untrusted;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::cli::DaemonArgs;
 use crate::listener::HttpListener;
+use crate::pki::Pki;
 use crate::routes::{routes, AppState, ListenerScope};
 use crate::tls::config as tls_config;
 use crate::tls::server_cert;
@@ -53,6 +54,10 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
             .with_context(|| "cannot open the trust store".to_owned())?,
     );
     let tls = tls_config::server_config(&identity).context("TLS configuration")?;
+    let pki = match config.core.trust_ca_certificates {
+        true => Some(Arc::new(Pki::load(state_dir)?)),
+        false => None,
+    };
     println!(
         "lxmetrics server certificate fingerprint: {}{}",
         identity.fingerprint,
@@ -82,6 +87,7 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         trust,
         metrics_authentication: config.core.metrics_authentication,
         server_fingerprint: identity.fingerprint.as_str().into(),
+        pki,
     };
 
     let mut listeners = vec![bind_tls(

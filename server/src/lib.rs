@@ -11,6 +11,7 @@ pub mod caller;
 pub mod cli;
 pub mod daemon;
 pub mod listener;
+pub mod pki;
 pub mod routes;
 pub mod state_dir;
 pub mod tls;

@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics_authentication: bool,
     /// The server certificate's fingerprint, shown on `GET /1.0`.
     pub server_fingerprint: Arc<str>,
+    /// PKI mode's CA and revocation list, when enabled.
+    pub pki: Option<Arc<crate::pki::Pki>>,
 }
 
 /// Which endpoints a listener serves.
@@ -70,7 +72,7 @@ pub fn entity_type(path: &str) -> &'static str {
 fn access_filter(state: AppState) -> impl Filter<Extract = (Access,), Error = Infallible> + Clone {
     warp::ext::optional::<Caller>().map(move |caller: Option<Caller>| {
         let caller = caller.unwrap_or(Caller::Tls(None));
-        access(&caller, &state.trust.snapshot())
+        access(&caller, &state.trust.snapshot(), state.pki.as_deref())
     })
 }
 
