@@ -47,7 +47,13 @@ pub fn overrides(args: &DaemonArgs) -> Vec<(&'static str, figment::value::Value)
 }
 
 /// Runs the daemon until a termination signal.
-pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
+///
+/// `reload` re-reads the configuration on SIGHUP (with the same sources and flags).
+pub async fn run(
+    config: Config,
+    state_dir: &Path,
+    reload: impl Fn() -> anyhow::Result<Config>,
+) -> anyhow::Result<()> {
     let identity = server_cert::load_or_generate(state_dir)?;
     let trust = Arc::new(
         TrustStore::open(&state_dir.join("trust.db"))
@@ -90,46 +96,159 @@ pub async fn run(config: Config, state_dir: &Path) -> anyhow::Result<()> {
         pki,
     };
 
-    let mut listeners = vec![bind_tls(
-        config.core.https_address,
-        "core.https_address",
-        &tls,
-        routes(state.clone(), ListenerScope::Full),
-        &telemetry,
-    )?];
-    if let Some(addr) = config.core.metrics_address {
-        listeners.push(bind_tls(
-            addr,
-            "core.metrics_address",
+    let mut https = start(
+        bind_tls(
+            config.core.https_address,
+            "core.https_address",
             &tls,
-            routes(state.clone(), ListenerScope::MetricsOnly),
+            routes(state.clone(), ListenerScope::Full),
             &telemetry,
-        )?);
-    }
+        )?,
+        Some(config.core.https_address),
+    );
+    let mut metrics = match config.core.metrics_address {
+        Some(addr) => Some(start(
+            bind_tls(
+                addr,
+                "core.metrics_address",
+                &tls,
+                routes(state.clone(), ListenerScope::MetricsOnly),
+                &telemetry,
+            )?,
+            Some(addr),
+        )),
+        None => None,
+    };
     let socket = state_dir.join("unix.socket");
-    listeners.push(
+    let unix = start(
         HttpListener::bind_unix(
             &socket,
             routes(state.clone(), ListenerScope::Full),
             telemetry.clone(),
         )
         .with_context(|| format!("cannot listen on {}", socket.display()))?,
+        None,
     );
     println!("lxmetrics listening on unix:{}", socket.display());
 
-    let (stop, stopped) = watch::channel(false);
-    let tasks: Vec<_> = listeners
-        .into_iter()
-        .map(|l| tokio::spawn(l.serve(stopped.clone())))
-        .collect();
-
-    wait_for_signal().await?;
-    tracing::info!("shutting down");
-    let _ = stop.send(true);
-    for task in tasks {
-        let _ = task.await;
+    let mut signals = Signals::new()?;
+    loop {
+        match signals.next().await {
+            Signal::Terminate => break,
+            Signal::Hangup => {
+                // Re-read the configuration; re-bind listeners whose address changed. The
+                // new socket is bound before the old one stops, so a failed bind keeps
+                // the old listener serving.
+                let new = match reload() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("SIGHUP: configuration not reloaded: {e:#}");
+                        continue;
+                    }
+                };
+                if Some(new.core.https_address) != https.address {
+                    match bind_tls(
+                        new.core.https_address,
+                        "core.https_address",
+                        &tls,
+                        routes(state.clone(), ListenerScope::Full),
+                        &telemetry,
+                    ) {
+                        Ok(l) => {
+                            std::mem::replace(&mut https, start(l, Some(new.core.https_address)))
+                                .stop()
+                                .await
+                        }
+                        Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the old listener"),
+                    }
+                }
+                if new.core.metrics_address != metrics.as_ref().and_then(|m| m.address) {
+                    let replacement = match new.core.metrics_address {
+                        Some(addr) => match bind_tls(
+                            addr,
+                            "core.metrics_address",
+                            &tls,
+                            routes(state.clone(), ListenerScope::MetricsOnly),
+                            &telemetry,
+                        ) {
+                            Ok(l) => Some(start(l, Some(addr))),
+                            Err(e) => {
+                                tracing::error!("SIGHUP: {e:#}; keeping the old metrics listener");
+                                continue;
+                            }
+                        },
+                        None => None,
+                    };
+                    if let Some(old) = std::mem::replace(&mut metrics, replacement) {
+                        old.stop().await;
+                    }
+                }
+            }
+        }
     }
+    tracing::info!("shutting down");
+    let mut stopping = vec![https.stop(), unix.stop()];
+    if let Some(m) = metrics {
+        stopping.push(m.stop());
+    }
+    futures_util::future::join_all(stopping).await;
     Ok(())
+}
+
+/// A serving listener and how to stop it.
+struct Running {
+    /// The configured address of a TCP listener (`None` for the unix socket).
+    address: Option<ListenAddress>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and waits.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+fn start(listener: HttpListener, address: Option<ListenAddress>) -> Running {
+    let (stop, stopped) = watch::channel(false);
+    Running {
+        address,
+        stop,
+        task: tokio::spawn(listener.serve(stopped)),
+    }
+}
+
+enum Signal {
+    Terminate,
+    Hangup,
+}
+
+/// SIGTERM/SIGINT end the daemon; SIGHUP reloads the listener addresses.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            hup: signal(SignalKind::hangup()).context("cannot handle SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Signal {
+        tokio::select! {
+            _ = self.term.recv() => Signal::Terminate,
+            _ = self.int.recv() => Signal::Terminate,
+            _ = self.hup.recv() => Signal::Hangup,
+        }
+    }
 }
 
 /// Instance discovery from the cgroup tree, by the `[[instances.source]]` rules.
@@ -154,15 +273,4 @@ fn bind_tls(
         println!("lxmetrics listening on https://{local} ({key})");
     }
     Ok(listener)
-}
-
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    Ok(())
 }

@@ -46,7 +46,9 @@ pub fn run() -> anyhow::Result<()> {
                 .thread_name("lxmetrics")
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(daemon::run(config, &state_dir))
+            let reload =
+                || daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args));
+            runtime.block_on(daemon::run(config, &state_dir, reload))
         }
         Command::Collectors => {
             let config = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;

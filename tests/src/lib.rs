@@ -128,6 +128,14 @@ impl Daemon {
 
     /// Like [`Daemon::start`] with a prepared state directory (e.g. holding config.toml).
     pub fn start_in(state_dir: tempfile::TempDir, extra_args: &[&str]) -> Daemon {
+        let mut args = vec!["--https-address", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::start_raw(state_dir, &args)
+    }
+
+    /// Starts `lxmetrics daemon ARGS` with exactly these arguments (the listen address
+    /// then comes from the state directory's config.toml unless ARGS give one).
+    pub fn start_raw(state_dir: tempfile::TempDir, daemon_args: &[&str]) -> Daemon {
         let client_cert = ClientCert::generate("e2e-client");
         let cert_path = client_cert.write(state_dir.path(), "e2e-client");
         let added = lxmetrics(state_dir.path())
@@ -142,8 +150,8 @@ impl Daemon {
             String::from_utf8_lossy(&added.stderr)
         );
         let mut child = lxmetrics(state_dir.path())
-            .args(["daemon", "--https-address", "127.0.0.1:0"])
-            .args(extra_args)
+            .arg("daemon")
+            .args(daemon_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -247,6 +255,12 @@ impl Daemon {
         std::mem::replace(&mut self.state_dir, tempfile::tempdir().expect("tempdir"))
     }
 
+    /// Sends a signal to the daemon.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("valid pid");
+        rustix::process::kill_process(pid, signal).expect("send signal");
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -277,6 +291,14 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port that was free a moment ago (for configurations that need a fixed port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }
 
 /// Finds a program on PATH or fails the test naming the Debian package that has it.
