@@ -79,28 +79,42 @@ async fn ca_signed_certificates_are_trusted_revoked_ones_are_not() {
         ),
     )
     .unwrap();
-    let daemon = Daemon::start_in(state, &[]);
+    let daemon = Daemon::start_in(state, &["--metrics-address", "127.0.0.1:0"]);
+    let metrics_url = daemon.metrics_url.clone().unwrap();
 
-    for (who, cert, expected) in [
-        ("CA-signed", good, 200),
-        ("revoked", revoked, 403),
-        ("expired CA-signed", expired, 403),
+    for (who, cert, trusted) in [
+        ("CA-signed", good, true),
+        ("revoked", revoked, false),
+        ("expired CA-signed", expired, false),
         (
             "self-signed stranger",
             ClientCert::generate("stranger.local"),
-            403,
+            false,
         ),
     ] {
         let client = daemon.client_with(Some(&cert));
-        for path in ["/1.0/certificates", "/1.0/metrics"] {
-            let status = client
-                .get(format!("{}{path}", daemon.url))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16();
-            assert_eq!(status, expected, "{who} {path}");
+        for (listener, base) in [("https", &daemon.url), ("metrics", &metrics_url)] {
+            for path in [
+                "/1.0",
+                "/1.0/metrics",
+                "/1.0/instances",
+                "/1.0/certificates",
+            ] {
+                let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+                let status = resp.status().as_u16();
+                let expected = match (path, listener, trusted) {
+                    ("/1.0", _, _) => 200,
+                    (_, "metrics", _) if path != "/1.0/metrics" => 404,
+                    (_, _, true) => 200,
+                    (_, _, false) => 403,
+                };
+                assert_eq!(status, expected, "{who} {listener} {path}");
+                if path == "/1.0" {
+                    let info: serde_json::Value = resp.json().await.unwrap();
+                    let auth = if trusted { "trusted" } else { "untrusted" };
+                    assert_eq!(info["metadata"]["auth"], auth, "{who} {listener}");
+                }
+            }
         }
     }
 }
