@@ -240,6 +240,19 @@ impl Daemon {
         self.client_with(Some(&self.client_cert))
     }
 
+    /// `GET path` on the full listener with the trusted client certificate: the status
+    /// and the body.
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let response = self
+            .client()
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("request to the daemon");
+        let status = response.status().as_u16();
+        (status, response.text().await.expect("response body"))
+    }
+
     /// Runs `lxmetrics --state-dir <this daemon's> ARGS`.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         lxmetrics(self.state_dir.path())

@@ -139,30 +139,13 @@ async fn cache_ttl_from_config_expires_the_snapshot() {
     )
     .unwrap();
     let daemon = Daemon::start_in(state, &[]);
-    let url = format!("{}/1.0/metrics", daemon.url);
-    let first = daemon
-        .client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let first = daemon.get("/1.0/metrics").await.1;
     assert_eq!(
         sample_value(&first, "lxd_metrics_refreshes_total"),
         Some(1.0)
     );
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let second = daemon
-        .client()
-        .get(&url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let second = daemon.get("/1.0/metrics").await.1;
     assert_eq!(
         sample_value(&second, "lxd_metrics_refreshes_total"),
         Some(2.0)

@@ -295,15 +295,7 @@ async fn lxd_shaped_output_passes_promtool_except_documented_rules() {
 #[tokio::test]
 async fn the_running_daemon_passes_promtool() {
     let daemon = Daemon::start(&[]);
-    let body = daemon
-        .client()
-        .get(format!("{}/1.0/metrics", daemon.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = daemon.get("/1.0/metrics").await.1;
     let problems = undocumented_problems(&body);
     assert!(
         problems.is_empty(),

@@ -51,15 +51,7 @@ fn value(body: &str, prefix: &str) -> Option<f64> {
 }
 
 async fn scrape(daemon: &Daemon) -> String {
-    daemon
-        .client()
-        .get(format!("{}/1.0/metrics", daemon.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    daemon.get("/1.0/metrics").await.1
 }
 
 fn read_line(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> String {
