@@ -23,7 +23,7 @@ use warp::filters::BoxedFilter;
 use warp::http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::{Filter, Rejection, Reply};
 
 use crate::api;
 use crate::auth::{access, Access};
@@ -106,7 +106,8 @@ pub fn routes(state: AppState, scope: ListenerScope) -> BoxedFilter<(Response,)>
     all.recover(rejection_to_error).unify().boxed()
 }
 
-/// The endpoints only the full listeners serve; every one needs a client certificate.
+/// The endpoints only the full listeners serve: the public landing page, and the API
+/// parts that need a client certificate.
 fn full_api(
     state: AppState,
     access: impl Filter<Extract = (Access,), Error = Infallible> + Clone + Send + Sync + 'static,
@@ -212,7 +213,11 @@ fn full_api(
                 },
             );
 
-    instances
+    let landing = warp::path::end().and(warp::get()).map(landing_page);
+
+    landing
+        .or(instances)
+        .unify()
         .or(list)
         .unify()
         .or(add)
@@ -296,6 +301,21 @@ fn trust_error(error: TrustStoreError) -> Response {
 
 fn forbidden() -> Response {
     api::error(StatusCode::FORBIDDEN, "not authorized")
+}
+
+/// `GET /`: a small page naming the product, as node_exporter has. Public, no data.
+fn landing_page() -> Response {
+    const PAGE: &str = concat!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>lxmetrics</title></head>\n",
+        "<body>\n<h1>lxmetrics ",
+        env!("CARGO_PKG_VERSION"),
+        "</h1>\n<p>LXD-compatible per-instance metrics for Prometheus.</p>\n<ul>\n",
+        "<li><a href=\"/1.0/metrics\">/1.0/metrics</a> (needs a trusted client or metrics certificate)</li>\n",
+        "<li><a href=\"/1.0\">/1.0</a> (server information)</li>\n",
+        "<li>Documentation: docs/ in the source tree (quick start, configuration, metrics, security)</li>\n",
+        "</ul>\n</body>\n</html>\n"
+    );
+    warp::reply::html(PAGE).into_response()
 }
 
 fn server_info(access: &Access, state: &AppState) -> Response {

@@ -209,3 +209,24 @@ async fn sigterm_exits_cleanly() {
         daemon.stderr_lines()
     );
 }
+
+#[tokio::test]
+async fn landing_page_names_the_product_and_links_metrics() {
+    let daemon = Daemon::start(&[]);
+    // Public: no client certificate needed.
+    let resp = daemon
+        .client_with(None)
+        .get(format!("{}/", daemon.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("<h1>lxmetrics "), "{page}");
+    assert!(page.contains("href=\"/1.0/metrics\""), "{page}");
+    assert!(!page.contains("lxd_"), "no metric data on the public page");
+}

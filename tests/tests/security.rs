@@ -140,6 +140,16 @@ async fn authorization_matrix() {
     }
     assert_eq!(checked, everyone.len() * 2 * 2);
 
+    // The metrics-only listener has no landing page either.
+    let anonymous = daemon.client_with(None);
+    let status = anonymous
+        .get(format!("{metrics_url}/"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 404);
+
     // A restricted certificate asking for another project gets an empty result, not data.
     let client = daemon.client_with(Some(&restricted));
     let body = client
