@@ -25,6 +25,19 @@ use clap::Parser;
 
 use crate::cli::{Cli, Command, LogFormat};
 
+/// The whole `lxmetrics` program: runs the command line and turns an error into one line
+/// on stderr and a failing exit code. Custom daemons call this from their `main`.
+pub fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // One line: the error and its causes, joined.
+            eprintln!("lxmetrics: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Parses the command line and runs the chosen subcommand.
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -8,12 +8,5 @@ use std::process::ExitCode;
 use lxmetrics_plugins as _;
 
 fn main() -> ExitCode {
-    match lxmetrics_server::run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            // One line: the error and its causes, joined.
-            eprintln!("lxmetrics: {error:#}");
-            ExitCode::FAILURE
-        }
-    }
+    lxmetrics_server::main()
 }

@@ -17,37 +17,45 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Path of the `lxmetrics` binary, built once per test process with the same cargo that
-/// runs the tests (a no-op when it is up to date).
-pub fn lxmetrics_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "lxmetrics-server",
-                "--bin",
-                "lxmetrics",
-            ])
-            .current_dir(workspace_root())
-            .status()
-            .expect("cannot run cargo to build the lxmetrics binary");
-        assert!(status.success(), "building the lxmetrics binary failed");
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join("target"));
-        let bin = target.join("debug").join("lxmetrics");
-        assert!(bin.is_file(), "{} missing after build", bin.display());
-        bin
-    })
+/// Builds a workspace binary once per test process with the same cargo that runs the
+/// tests (a no-op when it is up to date) and returns its path.
+fn build_bin(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(workspace_root())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
+    assert!(status.success(), "building {bin} failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"));
+    let path = target.join("debug").join(bin);
+    assert!(path.is_file(), "{} missing after build", path.display());
+    path
 }
 
-/// A command for the binary with a state directory and a clean `LXMETRICS_*` environment.
+/// Path of the `lxmetrics` binary.
+pub fn lxmetrics_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("lxmetrics-server", "lxmetrics"))
+}
+
+/// Path of the example custom daemon that links the example plugin.
+pub fn custom_daemon_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("lxmetrics-custom-daemon", "lxmetrics-custom"))
+}
+
+/// A command for the `lxmetrics` binary with a state directory and a clean
+/// `LXMETRICS_*` environment.
 pub fn lxmetrics(state_dir: &Path) -> Command {
-    let mut cmd = Command::new(lxmetrics_bin());
+    command(lxmetrics_bin(), state_dir)
+}
+
+/// A command for any daemon binary with a state directory and a clean environment.
+pub fn command(bin: &Path, state_dir: &Path) -> Command {
+    let mut cmd = Command::new(bin);
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("LXMETRICS_") {
             cmd.env_remove(key);
@@ -107,6 +115,7 @@ impl ClientCert {
 /// A running daemon; killed when dropped.
 pub struct Daemon {
     child: Child,
+    bin: &'static Path,
     /// Base URL of the `core.https_address` listener, e.g. `https://127.0.0.1:41234`.
     pub url: String,
     /// Base URL of the `core.metrics_address` listener, when one was configured.
@@ -136,9 +145,18 @@ impl Daemon {
     /// Starts `lxmetrics daemon ARGS` with exactly these arguments (the listen address
     /// then comes from the state directory's config.toml unless ARGS give one).
     pub fn start_raw(state_dir: tempfile::TempDir, daemon_args: &[&str]) -> Daemon {
+        Self::start_program(lxmetrics_bin(), state_dir, daemon_args)
+    }
+
+    /// Starts `BIN daemon ARGS` for another daemon binary built on lxmetrics.
+    pub fn start_program(
+        bin: &'static Path,
+        state_dir: tempfile::TempDir,
+        daemon_args: &[&str],
+    ) -> Daemon {
         let client_cert = ClientCert::generate("e2e-client");
         let cert_path = client_cert.write(state_dir.path(), "e2e-client");
-        let added = lxmetrics(state_dir.path())
+        let added = command(bin, state_dir.path())
             .args(["trust", "add"])
             .arg(&cert_path)
             .args(["--type=client", "--name", "e2e-client"])
@@ -149,7 +167,7 @@ impl Daemon {
             "trust add failed: {}",
             String::from_utf8_lossy(&added.stderr)
         );
-        let mut child = lxmetrics(state_dir.path())
+        let mut child = command(bin, state_dir.path())
             .arg("daemon")
             .args(daemon_args)
             .stdout(Stdio::piped())
@@ -204,6 +222,7 @@ impl Daemon {
         }
         Daemon {
             child,
+            bin,
             url: url.expect("core.https_address listener reported"),
             metrics_url,
             state_dir,
@@ -253,12 +272,12 @@ impl Daemon {
         (status, response.text().await.expect("response body"))
     }
 
-    /// Runs `lxmetrics --state-dir <this daemon's> ARGS`.
+    /// Runs this daemon's binary as a CLI: `BIN --state-dir <this daemon's> ARGS`.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        lxmetrics(self.state_dir.path())
+        command(self.bin, self.state_dir.path())
             .args(args)
             .output()
-            .expect("run lxmetrics")
+            .expect("run the daemon's CLI")
     }
 
     /// Kills the daemon with SIGKILL and hands back its state directory.
