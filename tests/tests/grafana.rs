@@ -1,0 +1,71 @@
+//! Every metric `examples/grafana-dashboard.json` queries is one the daemon emits: the
+//! dashboard's expressions (panels and template variables) are scanned for `lxd_` names and
+//! each must appear in a scrape of a daemon reading the v2 fixture tree.
+
+use lxmetrics_tests::{workspace_root, Daemon};
+
+fn queried_metrics(dashboard: &serde_json::Value) -> Vec<String> {
+    let mut expressions = Vec::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            expressions.push(target["expr"].as_str().expect("expr").to_owned());
+        }
+    }
+    for variable in dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+    {
+        if let Some(q) = variable["query"]["query"].as_str() {
+            expressions.push(q.to_owned());
+        }
+    }
+    let mut names: Vec<String> = expressions
+        .iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|t| t.starts_with("lxd_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[tokio::test]
+async fn every_dashboard_metric_is_emitted() {
+    let text =
+        std::fs::read_to_string(workspace_root().join("examples/grafana-dashboard.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("dashboard is JSON");
+    let names = queried_metrics(&dashboard);
+    for area in ["cpu", "memory", "network", "disk", "filesystem", "procs"] {
+        assert!(
+            names.iter().any(|n| n.starts_with(&format!("lxd_{area}"))),
+            "no {area} panel: {names:?}"
+        );
+    }
+
+    let state = tempfile::tempdir().unwrap();
+    let fixture = workspace_root().join("plugins/tests/fixtures/v2");
+    std::fs::write(
+        state.path().join("config.toml"),
+        format!(
+            "[host]\nproc_root = \"{f}/proc\"\nsys_root = \"{f}/sys\"\ncgroup_root = \"{f}/cgroup\"\n",
+            f = fixture.display()
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start_in(state, &[]);
+    let (status, body) = daemon.get("/1.0/metrics").await;
+    assert_eq!(status, 200);
+    for name in &names {
+        let emitted = body
+            .lines()
+            .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")));
+        assert!(
+            emitted,
+            "the dashboard queries {name}, which the daemon does not emit"
+        );
+    }
+}
