@@ -59,13 +59,22 @@ async fn prometheus_scrapes_over_mtls_with_server_name() {
     let target = daemon.url.trim_start_matches("https://").to_owned();
     let host_name = lxmetrics_server_host_name();
     assert_ne!(host_name, "127.0.0.1");
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
-         scrape_configs:\n  - job_name: lxd\n    metrics_path: '/1.0/metrics'\n    scheme: 'https'\n\
-         \x20   static_configs:\n      - targets: ['{target}']\n    tls_config:\n\
-         \x20     ca_file: 'tls/server.crt'\n      cert_file: 'tls/metrics.crt'\n      key_file: 'tls/metrics.key'\n\
-         \x20     server_name: '{host_name}'\n"
-    );
+    // examples/prometheus.yml as shipped, with the test's port, a 1 s interval, and the
+    // server_name case switched on (the target 127.0.0.1 is not the name we verify).
+    let example =
+        std::fs::read_to_string(lxmetrics_tests::workspace_root().join("examples/prometheus.yml"))
+            .unwrap();
+    assert!(example.contains("'127.0.0.1:8443'") && example.contains("# server_name: 'my-host'"));
+    let config = example
+        .replace("'127.0.0.1:8443'", &format!("'{target}'"))
+        .replace(
+            "scrape_interval: 15s",
+            "scrape_interval: 1s\n  scrape_timeout: 1s",
+        )
+        .replace(
+            "# server_name: 'my-host'",
+            &format!("server_name: '{host_name}'"),
+        );
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     let port = free_port();
     let _server = KillOnDrop(
