@@ -76,6 +76,9 @@ pub struct Collection {
     pub families: Vec<Family>,
     /// Instances whose series from this collector must be dropped for this refresh.
     pub failures: Vec<InstanceFailure>,
+    /// The instance that took longest to read, if the collector measured it; named in the
+    /// slow-refresh warning.
+    pub slowest_instance: Option<(InstanceIndex, std::time::Duration)>,
 }
 
 impl Collection {

@@ -42,6 +42,7 @@ pub struct RefreshEngine {
     host: Arc<HostPaths>,
     timeout: Duration,
     refreshes: AtomicU64,
+    slow_after: Option<Duration>,
 }
 
 impl RefreshEngine {
@@ -66,6 +67,7 @@ impl RefreshEngine {
             host,
             timeout,
             refreshes: AtomicU64::new(0),
+            slow_after: None,
         }
     }
 
@@ -117,17 +119,32 @@ impl RefreshEngine {
                         duration: outcome.duration,
                         failed_instances: 0,
                         error: Some(error),
+                        slowest_instance: None,
                     });
                 }
             }
         }
         let snapshot = builder.finish();
-        tracing::debug!(
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            instances = snapshot.instances().len(),
-            "refresh done"
-        );
+        let elapsed = started.elapsed();
+        match self
+            .slow_after
+            .and_then(|limit| slow_report(snapshot.statuses(), elapsed, limit))
+        {
+            Some(report) => tracing::warn!("{report}"),
+            None => tracing::debug!(
+                elapsed_ms = elapsed.as_millis() as u64,
+                instances = snapshot.instances().len(),
+                "refresh done"
+            ),
+        }
         snapshot
+    }
+
+    /// Logs a warning naming the slowest collector and instance when a refresh takes
+    /// longer than `limit` (the daemon uses half the cache window).
+    pub fn with_slow_refresh_warning(mut self, limit: Duration) -> Self {
+        self.slow_after = Some(limit);
+        self
     }
 
     async fn discover(&self, deadline: Instant) -> (Arc<[Instance]>, CollectorStatus) {
@@ -150,6 +167,7 @@ impl RefreshEngine {
             duration: started.elapsed(),
             failed_instances: 0,
             error,
+            slowest_instance: None,
         };
         (instances.into(), status)
     }
@@ -207,6 +225,33 @@ async fn finish(
         }
         Err(_) => Outcome::failed(timeout, format!("missed its deadline of {timeout:?}")),
     }
+}
+
+/// The slow-refresh warning, when `elapsed` is over `limit`: which collector took longest
+/// and, when it measured it, which instance.
+pub fn slow_report(
+    statuses: &[CollectorStatus],
+    elapsed: Duration,
+    limit: Duration,
+) -> Option<String> {
+    if elapsed <= limit {
+        return None;
+    }
+    let slowest = statuses.iter().max_by_key(|s| s.duration)?;
+    let mut report = format!(
+        "slow refresh: {:.0} ms (over {:.0} ms, half the cache window); slowest collector {} took {:.0} ms",
+        elapsed.as_secs_f64() * 1e3,
+        limit.as_secs_f64() * 1e3,
+        slowest.name,
+        slowest.duration.as_secs_f64() * 1e3
+    );
+    if let Some((instance, took)) = &slowest.slowest_instance {
+        report.push_str(&format!(
+            "; slowest instance in it: {instance} ({:.0} ms)",
+            took.as_secs_f64() * 1e3
+        ));
+    }
+    Some(report)
 }
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
@@ -349,5 +394,37 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(3600)).await;
         let _ = e.refresh().await;
         assert_eq!(starts.load(Ordering::SeqCst), 2);
+    }
+}
+
+#[cfg(test)]
+mod slow_report_tests {
+    use super::*;
+
+    fn status(name: &str, ms: u64, slowest: Option<(&str, u64)>) -> CollectorStatus {
+        CollectorStatus {
+            name: name.into(),
+            success: true,
+            duration: Duration::from_millis(ms),
+            failed_instances: 0,
+            error: None,
+            slowest_instance: slowest.map(|(n, ms)| (n.to_owned(), Duration::from_millis(ms))),
+        }
+    }
+
+    #[test]
+    fn names_the_slowest_collector_and_instance() {
+        let statuses = [
+            status("cpu", 100, Some(("default/a", 10))),
+            status("filesystem", 4_500, Some(("prod/nfs-client", 4_400))),
+        ];
+        let limit = Duration::from_secs(4);
+        assert_eq!(slow_report(&statuses, Duration::from_secs(3), limit), None);
+        let report = slow_report(&statuses, Duration::from_millis(4_600), limit).unwrap();
+        assert!(
+            report.contains("slowest collector filesystem took 4500 ms"),
+            "{report}"
+        );
+        assert!(report.contains("prod/nfs-client (4400 ms)"), "{report}");
     }
 }

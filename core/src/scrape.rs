@@ -167,7 +167,7 @@ mod tests {
             }
             Ok(Collection {
                 families: vec![f],
-                failures: vec![],
+                ..Default::default()
             })
         }
     }

@@ -33,6 +33,8 @@ pub struct CollectorStatus {
     pub failed_instances: u32,
     /// Why it failed, for logs.
     pub error: Option<String>,
+    /// The instance that took longest in this collector, when it measured that.
+    pub slowest_instance: Option<(String, Duration)>,
 }
 
 /// Which instances a response may show: everything, or only some projects.
@@ -168,7 +170,15 @@ impl SnapshotBuilder {
 
     /// Adds one collector's output.
     pub fn add_collection(&mut self, name: &str, duration: Duration, collection: Collection) {
-        let Collection { families, failures } = collection;
+        let Collection {
+            families,
+            failures,
+            slowest_instance,
+        } = collection;
+        let slowest_instance = slowest_instance.and_then(|(i, took)| {
+            let instance = self.instances.get(i as usize)?;
+            Some((format!("{}/{}", instance.project, instance.name), took))
+        });
         let mut failed: Vec<InstanceIndex> = failures.iter().map(|f| f.instance).collect();
         failed.sort_unstable();
         failed.dedup();
@@ -211,6 +221,7 @@ impl SnapshotBuilder {
             duration,
             failed_instances: u32::try_from(failed.len()).unwrap_or(u32::MAX),
             error,
+            slowest_instance,
         });
     }
 
@@ -337,7 +348,7 @@ mod tests {
             Duration::ZERO,
             Collection {
                 families: vec![fam],
-                failures: vec![],
+                ..Default::default()
             },
         );
         let s = b.finish();
@@ -372,7 +383,7 @@ mod tests {
                 Duration::ZERO,
                 Collection {
                     families: vec![fam],
-                    failures: vec![],
+                    ..Default::default()
                 },
             );
             let s = b.finish();
@@ -392,7 +403,7 @@ mod tests {
                 Duration::ZERO,
                 Collection {
                     families: vec![fam],
-                    failures: vec![],
+                    ..Default::default()
                 },
             );
         }

@@ -94,14 +94,22 @@ pub fn collect_blocking<R: InstanceReader>(
     };
     let mut out = Collection::new();
     let mut values = Vec::with_capacity(instances.len());
+    let mut slowest: Option<(InstanceIndex, std::time::Duration)> = None;
     for (index, instance) in (0..).zip(instances) {
-        match reader.read(&mut ctx, instance) {
+        let started = std::time::Instant::now();
+        let result = reader.read(&mut ctx, instance);
+        let took = started.elapsed();
+        if slowest.is_none_or(|(_, longest)| took > longest) {
+            slowest = Some((index, took));
+        }
+        match result {
             Ok(v) => values.push((index, v)),
             Err(e) if e.is_not_found() && vanished(&layout, instance) => {}
             Err(e) => out.instance_failed(index, e.to_string()),
         }
     }
     reader.emit(values, &mut out);
+    out.slowest_instance = slowest;
     Ok(out)
 }
 

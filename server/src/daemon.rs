@@ -85,7 +85,8 @@ pub async fn run(
         collectors,
         host,
         config.metrics.collector_timeout,
-    );
+    )
+    .with_slow_refresh_warning(config.metrics.cache_ttl / 2);
     let cache = MetricsCache::new(Arc::new(engine), config.metrics.cache_ttl);
     let telemetry = Arc::new(DaemonTelemetry::default());
     let state = AppState {
