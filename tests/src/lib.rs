@@ -325,6 +325,19 @@ impl Drop for Daemon {
     }
 }
 
+/// A state directory whose `config.toml` points the host roots at a fixture tree of
+/// `plugins/tests/fixtures/<layout>`, followed by `extra` TOML.
+pub fn fixture_state_dir(layout: &str, extra: &str) -> tempfile::TempDir {
+    let state = tempfile::tempdir().expect("tempdir");
+    let root = workspace_root().join("plugins/tests/fixtures").join(layout);
+    let config = format!(
+        "{extra}\n[host]\nproc_root = \"{r}/proc\"\nsys_root = \"{r}/sys\"\ncgroup_root = \"{r}/cgroup\"\n",
+        r = root.display()
+    );
+    std::fs::write(state.path().join("config.toml"), config).expect("write config.toml");
+    state
+}
+
 /// A loopback port that was free a moment ago (for configurations that need a fixed port).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

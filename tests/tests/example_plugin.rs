@@ -2,20 +2,11 @@
 //! lxmetrics-core) linked into a custom daemon (`examples/custom-daemon`): it shows up in
 //! `collectors` and its metric in `/1.0/metrics`, next to the built-ins.
 
-use lxmetrics_tests::{custom_daemon_bin, workspace_root, Daemon};
+use lxmetrics_tests::{custom_daemon_bin, fixture_state_dir, Daemon};
 
 #[tokio::test]
 async fn custom_daemon_serves_the_plugin_next_to_the_builtins() {
-    let state = tempfile::tempdir().unwrap();
-    let fixture = workspace_root().join("plugins/tests/fixtures/v2");
-    std::fs::write(
-        state.path().join("config.toml"),
-        format!(
-            "[host]\nproc_root = \"{f}/proc\"\nsys_root = \"{f}/sys\"\ncgroup_root = \"{f}/cgroup\"\n",
-            f = fixture.display()
-        ),
-    )
-    .unwrap();
+    let state = fixture_state_dir("v2", "");
     let daemon = Daemon::start_program(
         custom_daemon_bin(),
         state,

@@ -2,7 +2,7 @@
 //! dashboard's expressions (panels and template variables) are scanned for `lxd_` names and
 //! each must appear in a scrape of a daemon reading the v2 fixture tree.
 
-use lxmetrics_tests::{workspace_root, Daemon};
+use lxmetrics_tests::{fixture_state_dir, workspace_root, Daemon};
 
 fn queried_metrics(dashboard: &serde_json::Value) -> Vec<String> {
     let mut expressions = Vec::new();
@@ -46,16 +46,7 @@ async fn every_dashboard_metric_is_emitted() {
         );
     }
 
-    let state = tempfile::tempdir().unwrap();
-    let fixture = workspace_root().join("plugins/tests/fixtures/v2");
-    std::fs::write(
-        state.path().join("config.toml"),
-        format!(
-            "[host]\nproc_root = \"{f}/proc\"\nsys_root = \"{f}/sys\"\ncgroup_root = \"{f}/cgroup\"\n",
-            f = fixture.display()
-        ),
-    )
-    .unwrap();
+    let state = fixture_state_dir("v2", "");
     let daemon = Daemon::start_in(state, &[]);
     let (status, body) = daemon.get("/1.0/metrics").await;
     assert_eq!(status, 200);

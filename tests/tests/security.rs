@@ -4,7 +4,7 @@
 //! asserts the status code and, for metrics, which projects appear. The daemon reads the
 //! v2 fixture tree, whose instances are in projects `default` and `prod`.
 
-use lxmetrics_tests::{workspace_root, ClientCert, Daemon};
+use lxmetrics_tests::{fixture_state_dir, ClientCert, Daemon};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
@@ -14,17 +14,6 @@ enum Who {
     Untrusted,
     NoCert,
     Expired,
-}
-
-fn fixture_config(extra: &str) -> tempfile::TempDir {
-    let state = tempfile::tempdir().unwrap();
-    let root = workspace_root().join("plugins/tests/fixtures/v2");
-    let config = format!(
-        "[host]\nproc_root = \"{p}/proc\"\nsys_root = \"{p}/sys\"\ncgroup_root = \"{p}/cgroup\"\n{extra}",
-        p = root.display()
-    );
-    std::fs::write(state.path().join("config.toml"), config).unwrap();
-    state
 }
 
 fn trust(daemon: &Daemon, cert: &ClientCert, stem: &str, args: &[&str]) {
@@ -58,7 +47,10 @@ fn projects_in(body: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn authorization_matrix() {
-    let daemon = Daemon::start_in(fixture_config(""), &["--metrics-address", "127.0.0.1:0"]);
+    let daemon = Daemon::start_in(
+        fixture_state_dir("v2", ""),
+        &["--metrics-address", "127.0.0.1:0"],
+    );
     let metrics = ClientCert::generate("metrics.local");
     let restricted = ClientCert::generate("restricted.local");
     let untrusted = ClientCert::generate("stranger.local");
@@ -184,7 +176,7 @@ async fn authorization_matrix() {
 #[tokio::test]
 async fn metrics_without_authentication_when_configured() {
     let daemon = Daemon::start_in(
-        fixture_config("[core]\nmetrics_authentication = false\n"),
+        fixture_state_dir("v2", "[core]\nmetrics_authentication = false\n"),
         &[],
     );
     let anonymous = daemon.client_with(None);
@@ -209,7 +201,7 @@ async fn metrics_without_authentication_when_configured() {
 
 #[tokio::test]
 async fn trust_changes_apply_to_the_next_request_without_restart() {
-    let daemon = Daemon::start_in(fixture_config(""), &[]);
+    let daemon = Daemon::start_in(fixture_state_dir("v2", ""), &[]);
     let newcomer = ClientCert::generate("late.local");
     let client = daemon.client_with(Some(&newcomer));
     let url = format!("{}/1.0/metrics", daemon.url);
