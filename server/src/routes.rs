@@ -20,7 +20,7 @@ use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
-use warp::http::header::{CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -365,18 +365,12 @@ async fn metrics_handler(
         Ok(scrape) => {
             let mut response = Response::new(scrape.body.into());
             let headers = response.headers_mut();
-            headers.insert(
-                CONTENT_TYPE,
-                scrape.content_type.parse().expect("static header"),
-            );
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static(scrape.content_type));
             if let Some(encoding) = scrape.content_encoding {
-                headers.insert(CONTENT_ENCODING, encoding.parse().expect("static header"));
+                headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
             }
-            headers.insert(
-                VARY,
-                "Accept, Accept-Encoding".parse().expect("static header"),
-            );
-            headers.insert(CACHE_CONTROL, "no-store".parse().expect("static header"));
+            headers.insert(VARY, HeaderValue::from_static("Accept, Accept-Encoding"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
             response
         }
         Err(e) => api::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
