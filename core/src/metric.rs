@@ -21,14 +21,27 @@ pub enum MetricKind {
     Counter,
     /// A value that can go up and down.
     Gauge,
+    /// A value whose kind its source did not say: series relayed from textfiles or
+    /// commands without a `# TYPE` line. Rendered `untyped` (text) or `unknown`
+    /// (OpenMetrics).
+    Untyped,
 }
 
 impl MetricKind {
-    /// The word used on `# TYPE` lines.
+    /// The word used on Prometheus text `# TYPE` lines.
     pub const fn as_str(self) -> &'static str {
         match self {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
+            MetricKind::Untyped => "untyped",
+        }
+    }
+
+    /// The word used on OpenMetrics `# TYPE` lines.
+    pub const fn as_openmetrics_str(self) -> &'static str {
+        match self {
+            MetricKind::Untyped => "unknown",
+            other => other.as_str(),
         }
     }
 }

@@ -31,7 +31,7 @@ use figment::value::Value;
 use serde::de::DeserializeOwned;
 
 use crate::collector::{Collector, HostPaths};
-use crate::config::CollectorsConfig;
+use crate::config::{CollectorsConfig, MetricsConfig};
 
 /// What a collector factory may fail with; any error converts into it with `?`.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
@@ -45,6 +45,12 @@ pub struct BuildContext<'a> {
     pub host: &'a Arc<HostPaths>,
     /// The collector's own section `[collectors.<name>]`, if the configuration has one.
     pub settings: Option<&'a Value>,
+    /// The configured metric prefix (`metrics.prefix`): collectors that relay names from
+    /// outside (textfile, exec) refuse names under it, which belong to the daemon.
+    pub metric_prefix: &'a str,
+    /// The per-collector deadline (`metrics.collector_timeout`), so a collector can check
+    /// that its own timeouts fit inside it.
+    pub collector_timeout: std::time::Duration,
 }
 
 impl BuildContext<'_> {
@@ -151,6 +157,7 @@ pub type NamedCollector = (&'static str, Arc<dyn Collector>);
 /// The collectors to run, built from the configuration, in name order.
 pub fn build_enabled(
     config: &CollectorsConfig,
+    metrics: &MetricsConfig,
     host: &Arc<HostPaths>,
 ) -> Result<Vec<NamedCollector>, SelectionError> {
     let all = registered();
@@ -173,6 +180,8 @@ pub fn build_enabled(
             name: registration.name,
             host,
             settings: config.settings.get(registration.name),
+            metric_prefix: metrics.prefix.as_str(),
+            collector_timeout: metrics.collector_timeout,
         };
         let collector = (registration.build)(&ctx).map_err(|e| {
             let text = e.to_string();

@@ -69,6 +69,8 @@ async fn a_registered_collector_builds_with_its_settings_and_collects() {
         name: reg.name,
         host: &host,
         settings: Some(&settings),
+        metric_prefix: "lxd",
+        collector_timeout: std::time::Duration::from_secs(5),
     })
     .unwrap();
     let scope = Scope {
@@ -98,6 +100,8 @@ fn bad_settings_name_the_key() {
         name: reg.name,
         host: &host,
         settings: Some(&settings),
+        metric_prefix: "lxd",
+        collector_timeout: std::time::Duration::from_secs(5),
     })
     .err()
     .expect("a number is not a greeting");

@@ -37,7 +37,12 @@ fn host(layout: &str) -> HostPaths {
 
 async fn refresh(layout: &str) -> Snapshot {
     let host = Arc::new(host(layout));
-    let collectors = registry::build_enabled(&CollectorsConfig::default(), &host).unwrap();
+    let collectors = registry::build_enabled(
+        &CollectorsConfig::default(),
+        &lxmetrics_core::config::MetricsConfig::default(),
+        &host,
+    )
+    .unwrap();
     let discovery = CgroupDiscovery::new(&InstancesConfig::default().source);
     let engine = RefreshEngine::new(
         Arc::new(discovery),
@@ -298,7 +303,12 @@ async fn a_vanished_instance_drops_out_silently() {
     web.pid = Some(101);
     let mut gone = Instance::container("gone", "lxc.payload.gone");
     gone.pid = Some(999_999);
-    let collectors = registry::build_enabled(&CollectorsConfig::default(), &host).unwrap();
+    let collectors = registry::build_enabled(
+        &CollectorsConfig::default(),
+        &lxmetrics_core::config::MetricsConfig::default(),
+        &host,
+    )
+    .unwrap();
     let engine = RefreshEngine::new(
         Arc::new(StaticDiscovery(vec![web, gone])),
         collectors,

@@ -75,7 +75,7 @@ pub async fn run(
     );
 
     let host = Arc::new(config.host.clone());
-    let collectors = registry::build_enabled(&config.collectors, &host)?;
+    let collectors = registry::build_enabled(&config.collectors, &config.metrics, &host)?;
     tracing::info!(
         collectors = %collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(","),
         "collectors enabled"

@@ -132,7 +132,11 @@ fn write_header(format: Format, family: &Family, name: &[u8], out: &mut Vec<u8>)
     out.extend_from_slice(b"\n# TYPE ");
     out.extend_from_slice(family_name);
     out.push(b' ');
-    out.extend_from_slice(family.desc.kind.as_str().as_bytes());
+    let kind = match format {
+        Format::OpenMetrics => family.desc.kind.as_openmetrics_str(),
+        Format::PrometheusText => family.desc.kind.as_str(),
+    };
+    out.extend_from_slice(kind.as_bytes());
     out.push(b'\n');
 }
 
@@ -297,6 +301,27 @@ mod tests {
         assert_eq!(
             out,
             "# HELP lxd_odd_counter h\n# TYPE lxd_odd_counter counter\nlxd_odd_counter_total 1\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn untyped_is_unknown_in_openmetrics() {
+        let desc = MetricDesc {
+            kind: MetricKind::Untyped,
+            ..MetricDesc::gauge("relayed", "h").bare()
+        };
+        let mut f = Family::new(desc, &[]);
+        f.push_unscoped([""; 0], 2.0);
+        let families = [f];
+        let text = encode(Format::PrometheusText, &families, &[]);
+        assert_eq!(
+            text,
+            "# HELP relayed h\n# TYPE relayed untyped\nrelayed 2\n"
+        );
+        let om = encode(Format::OpenMetrics, &families, &[]);
+        assert_eq!(
+            om,
+            "# HELP relayed h\n# TYPE relayed unknown\nrelayed 2\n# EOF\n"
         );
     }
 

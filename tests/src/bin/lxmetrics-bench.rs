@@ -150,7 +150,12 @@ fn refresh_bench(sizes: &[usize]) {
     println!("|---|---|---|---|---|---|");
     for &n in sizes {
         let fleet = Fleet::create(n);
-        let collectors = registry::build_enabled(&CollectorsConfig::default(), &host).unwrap();
+        let collectors = registry::build_enabled(
+            &CollectorsConfig::default(),
+            &lxmetrics_core::config::MetricsConfig::default(),
+            &host,
+        )
+        .unwrap();
         let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default().source));
         let engine =
             RefreshEngine::new(discovery, collectors, host.clone(), Duration::from_secs(60));
