@@ -9,12 +9,17 @@ pub mod cgroupfs;
 pub mod cpu;
 pub mod discovery;
 pub mod disk;
+pub mod exec;
 pub mod filesystem;
 pub mod hostfs;
 pub mod link_speed;
 pub mod memory;
 pub mod network;
 pub mod per_instance;
+pub mod problem_log;
 pub mod processes;
+pub mod prom_text;
+pub mod relay;
+pub mod textfile;
 
 pub use discovery::CgroupDiscovery;

@@ -1,0 +1,270 @@
+//! Relaying series from out-of-process plugins (textfiles, commands) into the snapshot,
+//! under the rules that keep each plugin in its lane.
+//!
+//! A plugin's output is one *source* (a file, or one run of a command). A source is
+//! merged whole or not at all, so a consumer never sees half of a file. The rules:
+//! - the `name`, `project` and `type` labels are the daemon's: a source that sets any of
+//!   them is refused, so no plugin can label a series as another instance's. A source
+//!   speaks for one instance (its series get that instance's labels) or for the host;
+//! - names under the daemon's prefix (`lxd_` by default) and the `process_` names belong
+//!   to the daemon and its built-in collectors and are refused;
+//! - a family relayed by several sources must have the same type and label names in
+//!   each, and no series may come from two sources.
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+
+use lxmetrics_core::daemon_metrics;
+use lxmetrics_core::instance::InstanceIndex;
+use lxmetrics_core::metric::{Family, LabelValues, MetricDesc, MetricKind, Namespace, Sample};
+
+use crate::prom_text::{ParsedFamily, ParsedKind};
+
+/// The labels the daemon sets from the instance; no plugin may set them.
+pub const INSTANCE_LABELS: [&str; 3] = ["name", "project", "type"];
+
+/// The families relayed so far in one refresh, merged across sources.
+#[derive(Debug)]
+pub struct RelayedFamilies {
+    reserved_prefix: String,
+    default_help: &'static str,
+    families: Vec<Family>,
+    by_name: HashMap<String, usize>,
+    series: HashSet<(usize, Option<InstanceIndex>, LabelValues)>,
+}
+
+/// One family of a source, checked and ready to merge.
+struct Checked {
+    /// Index of the family it joins, or `None` for a new family.
+    existing: Option<usize>,
+    family: Family,
+}
+
+impl RelayedFamilies {
+    /// An empty set; `metric_prefix` is the daemon's (`metrics.prefix`), `default_help`
+    /// the help text of a family whose source gave none. It names no source: a help text
+    /// is shown to every viewer of the family, and a source's path names an instance.
+    pub fn new(metric_prefix: &str, default_help: &'static str) -> Self {
+        RelayedFamilies {
+            default_help,
+            reserved_prefix: if metric_prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{metric_prefix}_")
+            },
+            families: Vec::new(),
+            by_name: HashMap::new(),
+            series: HashSet::new(),
+        }
+    }
+
+    /// Merges one source's families, all or nothing. `instance` is the instance the
+    /// source speaks for (`None` for the host).
+    pub fn add(
+        &mut self,
+        parsed: Vec<ParsedFamily>,
+        instance: Option<InstanceIndex>,
+    ) -> Result<(), String> {
+        let mut checked = Vec::with_capacity(parsed.len());
+        let mut new_series = HashSet::new();
+        for family in parsed.into_iter().filter(|f| !f.samples.is_empty()) {
+            let family = self.check(family, instance)?;
+            let slot = family.existing.unwrap_or(usize::MAX - checked.len());
+            for sample in &family.family.samples {
+                let key = (slot, sample.instance, sample.label_values.clone());
+                if self.series.contains(&key) || !new_series.insert(key) {
+                    return Err(format!(
+                        "a series of {} is already relayed by another source",
+                        family.family.desc.name
+                    ));
+                }
+            }
+            checked.push(family);
+        }
+        for Checked { existing, family } in checked {
+            let index = match existing {
+                Some(index) => {
+                    self.families[index].samples.extend(family.samples);
+                    index
+                }
+                None => {
+                    self.by_name
+                        .insert(family.desc.name.to_string(), self.families.len());
+                    self.families.push(family);
+                    self.families.len() - 1
+                }
+            };
+            for sample in &self.families[index].samples {
+                self.series
+                    .insert((index, sample.instance, sample.label_values.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// The merged families, for a [`Collection`](lxmetrics_core::collector::Collection).
+    pub fn into_families(self) -> Vec<Family> {
+        self.families
+    }
+
+    fn check(
+        &self,
+        parsed: ParsedFamily,
+        instance: Option<InstanceIndex>,
+    ) -> Result<Checked, String> {
+        let name = parsed.name;
+        let kind = match parsed.kind {
+            ParsedKind::Counter => MetricKind::Counter,
+            ParsedKind::Gauge => MetricKind::Gauge,
+            ParsedKind::Untyped => MetricKind::Untyped,
+        };
+        let desc = MetricDesc {
+            help: Cow::Owned(parsed.help.unwrap_or_else(|| self.default_help.to_owned())),
+            kind,
+            namespace: Namespace::Bare,
+            name: Cow::Owned(name),
+        };
+        let name = desc.name.as_ref();
+        if !self.reserved_prefix.is_empty() && name.starts_with(&self.reserved_prefix) {
+            return Err(format!(
+                "{name}: names starting with {} belong to the daemon",
+                self.reserved_prefix
+            ));
+        }
+        if daemon_metrics::is_reserved(&desc) {
+            return Err(format!("{name}: the name belongs to the daemon"));
+        }
+        // The parser guarantees every sample of a family has the same label names.
+        let label_names: Vec<String> = parsed.samples[0]
+            .labels
+            .iter()
+            .map(|(n, _)| n.clone())
+            .collect();
+        if let Some(label) = label_names
+            .iter()
+            .find(|l| INSTANCE_LABELS.contains(&l.as_str()))
+        {
+            return Err(format!(
+                "{name}: the \"{label}\" label is set by the daemon from the instance; \
+                 a plugin cannot set it (put per-instance files under <project>/<name>/)"
+            ));
+        }
+        let existing = self.by_name.get(name).copied();
+        let order: Vec<String> = match existing {
+            Some(index) => {
+                let have = &self.families[index];
+                let mut theirs: Vec<&str> = have.label_names.iter().map(|l| l.as_str()).collect();
+                let mut ours: Vec<&str> = label_names.iter().map(String::as_str).collect();
+                theirs.sort_unstable();
+                ours.sort_unstable();
+                if have.desc.kind != kind || theirs != ours {
+                    return Err(format!(
+                        "{name}: another source relays it with a different type or labels"
+                    ));
+                }
+                have.label_names.iter().map(|l| l.to_string()).collect()
+            }
+            None => label_names,
+        };
+        let mut family = Family::new(desc, &order.iter().map(String::as_str).collect::<Vec<_>>());
+        family.samples = parsed
+            .samples
+            .into_iter()
+            .map(|sample| Sample {
+                instance,
+                label_values: order
+                    .iter()
+                    .map(|label| {
+                        sample
+                            .labels
+                            .iter()
+                            .find(|(n, _)| n == label)
+                            .map(|(_, v)| v.as_str().into())
+                            .unwrap_or_default()
+                    })
+                    .collect(),
+                value: sample.value,
+            })
+            .collect();
+        Ok(Checked { existing, family })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prom_text::parse;
+
+    fn relay(sources: &[(&str, Option<u32>)]) -> (RelayedFamilies, Vec<Result<(), String>>) {
+        let mut relayed = RelayedFamilies::new("lxd", "Relayed in a test");
+        let results = sources
+            .iter()
+            .map(|(text, instance)| relayed.add(parse(text).unwrap(), *instance))
+            .collect();
+        (relayed, results)
+    }
+
+    #[test]
+    fn sources_merge_into_one_family_per_name() {
+        let (relayed, results) = relay(&[
+            ("# TYPE app_up gauge\napp_up{b=\"1\",a=\"2\"} 1\n", Some(0)),
+            ("# TYPE app_up gauge\napp_up{a=\"3\",b=\"4\"} 0\n", None),
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let families = relayed.into_families();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].label_names.as_slice(), ["b", "a"]);
+        assert_eq!(families[0].samples[1].label_values.as_slice(), ["4", "3"]);
+        assert_eq!(families[0].samples[0].instance, Some(0));
+        assert_eq!(families[0].samples[1].instance, None);
+        assert_eq!(families[0].desc.namespace, Namespace::Bare);
+    }
+
+    #[test]
+    fn instance_labels_are_refused() {
+        for label in INSTANCE_LABELS {
+            let text = format!("app_up{{{label}=\"other\"}} 1\n");
+            let (relayed, results) = relay(&[(&text, Some(0))]);
+            let err = results[0].as_ref().unwrap_err();
+            assert!(err.contains("set by the daemon"), "{err}");
+            assert!(relayed.into_families().is_empty());
+        }
+    }
+
+    #[test]
+    fn daemon_names_are_refused() {
+        for text in ["lxd_cpu_seconds_total 1\n", "process_cpu_seconds_total 1\n"] {
+            let (_, results) = relay(&[(text, None)]);
+            assert!(
+                results[0].as_ref().unwrap_err().contains("belong"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_source_leaves_nothing_behind() {
+        let (relayed, results) = relay(&[
+            ("a 1\n", None),
+            // b is fine, but a repeats a series of the first source: the whole source goes.
+            ("b 1\na 2\n", None),
+            ("a{x=\"1\"} 1\n", Some(1)),
+        ]);
+        assert!(results[0].is_ok());
+        assert!(results[1].as_ref().unwrap_err().contains("already relayed"));
+        assert!(results[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("different type or labels"));
+        let families = relayed.into_families();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].samples.len(), 1);
+    }
+
+    #[test]
+    fn the_same_series_for_two_instances_is_fine() {
+        let (relayed, results) = relay(&[("a 1\n", Some(0)), ("a 2\n", Some(1))]);
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(relayed.into_families()[0].samples.len(), 2);
+    }
+}

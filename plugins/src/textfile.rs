@@ -1,0 +1,484 @@
+//! `textfile`: series from `*.prom` files that other programs write, as node_exporter's
+//! textfile collector does, with instance scoping.
+//!
+//! Layout of `collectors.textfile.directory`:
+//! - `<directory>/*.prom`: host series (no instance labels);
+//! - `<directory>/<project>/<name>/*.prom`: series of that instance, which get its
+//!   `name`, `project` and `type` labels; read only while the instance runs.
+//!
+//! Writers follow the atomic-rename convention: write `x.prom.tmp` (or any name not
+//! ending in `.prom`, or starting with `.`), then rename it to `x.prom`, so a reader
+//! sees the old file or the new one, never half of one. A file with any error is
+//! skipped whole, logged once, and reported as `lxd_textfile_scrape_error{file} 1`.
+//! Symbolic links are not followed and only regular files are read, so an instance
+//! that can write its own directory cannot make the daemon read anything else (or block
+//! on a FIFO).
+
+use std::collections::HashMap;
+use std::fs::{File, Metadata};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use async_trait::async_trait;
+use lxmetrics_core::collector::{run_blocking, CollectError, Collection, Collector, Scope};
+use lxmetrics_core::instance::{Instance, InstanceIndex};
+use lxmetrics_core::metric::{Family, MetricDesc};
+use lxmetrics_core::registry::{BuildContext, BuildError};
+use serde::Deserialize;
+
+use crate::problem_log::ProblemLog;
+use crate::prom_text;
+use crate::relay::RelayedFamilies;
+
+lxmetrics_core::register_collector!(
+    "textfile",
+    "Series from *.prom files in collectors.textfile.directory (per instance under <project>/<name>/)",
+    TextfileCollector::build,
+    enabled = false
+);
+
+const SCRAPE_ERROR: MetricDesc = MetricDesc::gauge(
+    "textfile_scrape_error",
+    "1 if the textfile could not be read or parsed and was skipped, 0 if it was served",
+);
+const MTIME: MetricDesc = MetricDesc::gauge(
+    "textfile_mtime_seconds",
+    "Modification time of a textfile that was served, in seconds since the epoch",
+);
+
+/// `[collectors.textfile]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Settings {
+    /// Where the `*.prom` files are.
+    directory: Option<PathBuf>,
+    /// A larger file is refused whole.
+    max_file_bytes: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            directory: None,
+            max_file_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// Reads `*.prom` files each refresh.
+#[derive(Debug)]
+pub struct TextfileCollector {
+    directory: PathBuf,
+    max_file_bytes: u64,
+    metric_prefix: String,
+    problems: Arc<ProblemLog>,
+}
+
+impl TextfileCollector {
+    fn build(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
+        let settings: Settings = ctx.settings()?;
+        let directory = settings.directory.ok_or(
+            "collectors.textfile.directory: required when the textfile collector is enabled",
+        )?;
+        if !directory.is_absolute() {
+            return Err(format!(
+                "collectors.textfile.directory: \"{}\" is not an absolute path",
+                directory.display()
+            )
+            .into());
+        }
+        Ok(TextfileCollector::new(
+            directory,
+            settings.max_file_bytes,
+            ctx.metric_prefix,
+        ))
+    }
+
+    /// A collector reading `directory`; `metric_prefix` is the daemon's, which textfiles
+    /// may not use.
+    pub fn new(directory: PathBuf, max_file_bytes: u64, metric_prefix: &str) -> Self {
+        TextfileCollector {
+            directory,
+            max_file_bytes,
+            metric_prefix: metric_prefix.to_owned(),
+            problems: Arc::new(ProblemLog::new("textfile")),
+        }
+    }
+}
+
+#[async_trait]
+impl Collector for TextfileCollector {
+    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
+        let reader = Reader {
+            directory: self.directory.clone(),
+            max_file_bytes: self.max_file_bytes,
+            metric_prefix: self.metric_prefix.clone(),
+            problems: self.problems.clone(),
+        };
+        let instances = scope.instances.clone();
+        run_blocking(move || reader.read_all(&instances)).await?
+    }
+}
+
+/// The blocking part of a refresh.
+struct Reader {
+    directory: PathBuf,
+    max_file_bytes: u64,
+    metric_prefix: String,
+    problems: Arc<ProblemLog>,
+}
+
+/// The outcome of each file, for the status families.
+struct FileStatus {
+    instance: Option<InstanceIndex>,
+    file: String,
+    mtime: Option<f64>,
+}
+
+impl Reader {
+    fn read_all(&self, instances: &[Instance]) -> Result<Collection, CollectError> {
+        let mut relayed = RelayedFamilies::new(&self.metric_prefix, "Metric read from a textfile");
+        let mut statuses = Vec::new();
+        let mut seen = Vec::new();
+        let by_project_name: HashMap<(&str, &str), InstanceIndex> = (0..)
+            .zip(instances)
+            .map(|(i, inst)| ((inst.project.as_str(), inst.name.as_str()), i))
+            .collect();
+
+        for entry in self.sorted_entries(&self.directory)? {
+            let (path, file_type) = entry;
+            let Some(file_name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            if file_type.is_dir() {
+                self.read_project(
+                    &path,
+                    file_name,
+                    &by_project_name,
+                    &mut relayed,
+                    &mut statuses,
+                    &mut seen,
+                );
+            } else if is_textfile_name(file_name) {
+                let source = file_name.to_owned();
+                let status = self.read_source(&path, &source, None, &mut relayed);
+                seen.push(source);
+                statuses.push(status);
+            }
+        }
+        self.problems
+            .retain(&|source| seen.iter().any(|s| s == source));
+
+        let mut collection = Collection::new();
+        collection.families = relayed.into_families();
+        let mut errors = Family::new(SCRAPE_ERROR, &["file"]);
+        let mut mtimes = Family::new(MTIME, &["file"]);
+        for status in statuses {
+            push(
+                &mut errors,
+                status.instance,
+                &status.file,
+                f64::from(u8::from(status.mtime.is_none())),
+            );
+            if let Some(mtime) = status.mtime {
+                push(&mut mtimes, status.instance, &status.file, mtime);
+            }
+        }
+        collection.push(errors);
+        collection.push(mtimes);
+        Ok(collection)
+    }
+
+    /// `<directory>/<project>/`: each subdirectory named after a running instance.
+    fn read_project(
+        &self,
+        dir: &Path,
+        project: &str,
+        instances: &HashMap<(&str, &str), InstanceIndex>,
+        relayed: &mut RelayedFamilies,
+        statuses: &mut Vec<FileStatus>,
+        seen: &mut Vec<String>,
+    ) {
+        let Ok(entries) = self.sorted_entries(dir) else {
+            return;
+        };
+        for (path, file_type) in entries {
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some(&instance) = instances.get(&(project, name)) else {
+                continue; // not running (or not an instance): its files wait
+            };
+            if !file_type.is_dir() {
+                continue;
+            }
+            let Ok(files) = self.sorted_entries(&path) else {
+                continue;
+            };
+            for (file, _) in files {
+                let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
+                    continue;
+                };
+                if !is_textfile_name(file_name) {
+                    continue;
+                }
+                let source = format!("{project}/{name}/{file_name}");
+                let mut status = self.read_source(&file, &source, Some(instance), relayed);
+                status.file = file_name.to_owned();
+                seen.push(source);
+                statuses.push(status);
+            }
+        }
+    }
+
+    /// Reads, parses and relays one file; logs a problem once.
+    fn read_source(
+        &self,
+        path: &Path,
+        source: &str,
+        instance: Option<InstanceIndex>,
+        relayed: &mut RelayedFamilies,
+    ) -> FileStatus {
+        let outcome = read_textfile(path, self.max_file_bytes).and_then(|(text, metadata)| {
+            let families = prom_text::parse(&text).map_err(|e| e.to_string())?;
+            relayed.add(families, instance)?;
+            Ok(metadata
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64()))
+        });
+        self.problems
+            .record(source, outcome.as_ref().map(|_| ()).map_err(String::as_str));
+        FileStatus {
+            instance,
+            file: source.to_owned(),
+            mtime: outcome.ok(),
+        }
+    }
+
+    /// A directory's entries with their types (symlinks not followed), sorted by name so
+    /// the output order is stable.
+    fn sorted_entries(
+        &self,
+        dir: &Path,
+    ) -> Result<Vec<(PathBuf, std::fs::FileType)>, CollectError> {
+        let io = |source| CollectError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(io)? {
+            let entry = entry.map_err(io)?;
+            if let Ok(file_type) = entry.file_type() {
+                entries.push((entry.path(), file_type));
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(entries)
+    }
+}
+
+/// `*.prom`, not hidden: the names a writer renames finished files to.
+fn is_textfile_name(name: &str) -> bool {
+    name.ends_with(".prom") && !name.starts_with('.') && name.len() > ".prom".len()
+}
+
+fn push(family: &mut Family, instance: Option<InstanceIndex>, file: &str, value: f64) {
+    match instance {
+        Some(i) => family.push(i, [file], value),
+        None => family.push_unscoped([file], value),
+    }
+}
+
+/// Reads a whole textfile: a regular file, not through a symlink, at most `max` bytes,
+/// UTF-8. Opened non-blocking so a FIFO put in its place cannot stall the refresh.
+fn read_textfile(path: &Path, max: u64) -> Result<(String, Metadata), String> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = File::options()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(code) if code == rustix::io::Errno::LOOP.raw_os_error() => {
+                "symbolic links are not followed".to_owned()
+            }
+            _ => format!("cannot open: {e}"),
+        })?;
+    let metadata = file.metadata().map_err(|e| format!("cannot stat: {e}"))?;
+    if !metadata.is_file() {
+        return Err("not a regular file".to_owned());
+    }
+    if metadata.len() > max {
+        return Err(format!(
+            "{} bytes is over collectors.textfile.max_file_bytes ({max})",
+            metadata.len()
+        ));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > max {
+        return Err(format!("over collectors.textfile.max_file_bytes ({max})"));
+    }
+    String::from_utf8(bytes)
+        .map_err(|_| "not UTF-8".to_owned())
+        .map(|text| (text, metadata))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(name: &str, project: &str) -> Instance {
+        Instance {
+            project: project.into(),
+            ..Instance::container(name, format!("lxc.payload.{name}"))
+        }
+    }
+
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let path = dir.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    fn collect(dir: &Path, instances: Vec<Instance>) -> Collection {
+        let reader = Reader {
+            directory: dir.to_owned(),
+            max_file_bytes: 1024,
+            metric_prefix: "lxd".into(),
+            problems: Arc::new(ProblemLog::new("textfile")),
+        };
+        reader.read_all(&instances).unwrap()
+    }
+
+    fn find<'a>(c: &'a Collection, name: &str) -> &'a Family {
+        c.families
+            .iter()
+            .find(|f| f.desc.name == name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+    }
+
+    fn status(c: &Collection, instance: Option<u32>, file: &str) -> Option<f64> {
+        find(c, "textfile_scrape_error")
+            .samples
+            .iter()
+            .find(|s| s.instance == instance && s.label_values[0] == file)
+            .map(|s| s.value)
+    }
+
+    #[test]
+    fn host_and_instance_files_are_served_with_their_scope() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "backup.prom",
+            "# TYPE backup_age_seconds gauge\nbackup_age_seconds 42\n",
+        );
+        write(
+            dir.path(),
+            "default/web/app.prom",
+            "app_requests_total{code=\"200\"} 7\n",
+        );
+        write(
+            dir.path(),
+            "prod/db/app.prom",
+            "app_requests_total{code=\"200\"} 9\n",
+        );
+        write(
+            dir.path(),
+            "default/stopped/app.prom",
+            "app_requests_total{code=\"200\"} 1\n",
+        );
+        write(dir.path(), "default/web/app.prom.tmp", "half");
+        write(dir.path(), ".hidden.prom", "half");
+        let c = collect(
+            dir.path(),
+            vec![instance("web", "default"), instance("db", "prod")],
+        );
+
+        let backup = find(&c, "backup_age_seconds");
+        assert_eq!(backup.samples[0].instance, None);
+        let requests = find(&c, "app_requests_total");
+        let got: Vec<_> = requests
+            .samples
+            .iter()
+            .map(|s| (s.instance, s.value))
+            .collect();
+        assert_eq!(got, vec![(Some(0), 7.0), (Some(1), 9.0)]);
+        assert_eq!(status(&c, None, "backup.prom"), Some(0.0));
+        assert_eq!(status(&c, Some(0), "app.prom"), Some(0.0));
+        assert_eq!(find(&c, "textfile_scrape_error").samples.len(), 3);
+        assert_eq!(find(&c, "textfile_mtime_seconds").samples.len(), 3);
+    }
+
+    #[test]
+    fn a_malformed_file_is_skipped_whole_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "good.prom", "good_metric 1\n");
+        write(dir.path(), "bad.prom", "half_metric 1\nbroken{ 2\n");
+        let c = collect(dir.path(), vec![]);
+        assert!(c.families.iter().all(|f| f.desc.name != "half_metric"));
+        assert_eq!(find(&c, "good_metric").samples.len(), 1);
+        assert_eq!(status(&c, None, "bad.prom"), Some(1.0));
+        assert_eq!(status(&c, None, "good.prom"), Some(0.0));
+        let mtimes = find(&c, "textfile_mtime_seconds");
+        assert!(mtimes
+            .samples
+            .iter()
+            .all(|s| s.label_values[0] != "bad.prom"));
+    }
+
+    #[test]
+    fn an_instance_file_cannot_speak_for_another_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            "default/evil/x.prom",
+            "fake_metric{name=\"victim\",project=\"default\",type=\"container\"} 1\n",
+        );
+        let c = collect(
+            dir.path(),
+            vec![instance("evil", "default"), instance("victim", "default")],
+        );
+        assert!(c.families.iter().all(|f| f.desc.name != "fake_metric"));
+        assert_eq!(status(&c, Some(0), "x.prom"), Some(1.0));
+    }
+
+    #[test]
+    fn symlinks_fifos_and_big_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "secret_metric 1\n").unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join("link.prom")).unwrap();
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            dir.path().join("fifo.prom"),
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        write(dir.path(), "big.prom", &"a 1\n".repeat(300));
+        let c = collect(dir.path(), vec![]);
+        for file in ["link.prom", "fifo.prom", "big.prom"] {
+            assert_eq!(status(&c, None, file), Some(1.0), "{file}");
+        }
+        assert!(c.families.iter().all(|f| f.desc.name != "secret_metric"));
+    }
+
+    #[test]
+    fn a_missing_directory_fails_the_collector() {
+        let dir = tempfile::tempdir().unwrap();
+        let reader = Reader {
+            directory: dir.path().join("absent"),
+            max_file_bytes: 1024,
+            metric_prefix: "lxd".into(),
+            problems: Arc::new(ProblemLog::new("textfile")),
+        };
+        assert!(reader.read_all(&[]).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! The out-of-process plugins, end to end: the real daemon with the `textfile` and `exec`
+//! collectors switched on in config.toml, over the v2 fixture tree (instances `web` in
+//! project default and `db` in project prod).
+//!
+//! Proves: good files and commands are served with the right instance labels; a
+//! malformed file is skipped whole and reported; a hanging command is killed at its
+//! timeout without failing the refresh; and neither a file nor a command can set the
+//! labels of another instance.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lxmetrics_tests::{fixture_state_dir, require_program, Daemon};
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let path = dir.join(rel);
+    std::fs::create_dir_all(path.parent().expect("has a parent")).expect("mkdir");
+    std::fs::write(path, text).expect("write textfile");
+}
+
+fn config(textfiles: &Path) -> String {
+    format!(
+        r#"
+[collectors]
+enable = ["textfile", "exec"]
+
+[collectors.textfile]
+directory = "{dir}"
+
+[[collectors.exec.commands]]
+name = "inventory"
+command = ["/bin/sh", "-c", "echo '# TYPE backup_last_success_seconds gauge'; echo 'backup_last_success_seconds 1700000000'"]
+
+[[collectors.exec.commands]]
+name = "per-instance"
+scope = "instance"
+command = ["/bin/sh", "-c", "echo \"app_sessions{{seen_as=\\\"$LXMETRICS_INSTANCE_PROJECT/$LXMETRICS_INSTANCE_NAME\\\"}} 3\""]
+
+[[collectors.exec.commands]]
+name = "hangs"
+timeout = "1s"
+command = ["/bin/sh", "-c", "echo 'hangs_metric 1'; sleep 600"]
+
+[[collectors.exec.commands]]
+name = "impostor"
+command = ["/bin/sh", "-c", "echo 'impostor_metric{{name=\"db\",project=\"prod\",type=\"container\"}} 1'"]
+"#,
+        dir = textfiles.display()
+    )
+}
+
+#[tokio::test]
+async fn textfiles_and_commands_are_relayed_under_the_rules() {
+    let textfiles = tempfile::tempdir().expect("tempdir");
+    let dir = textfiles.path();
+    write(dir, "host.prom", "# HELP host_backup_ok Whether the nightly backup worked\n# TYPE host_backup_ok gauge\nhost_backup_ok 1\n");
+    write(
+        dir,
+        "malformed.prom",
+        "half_served_metric 1\nbroken_metric{code=\"200\" 5\n",
+    );
+    write(
+        dir,
+        "default/web/app.prom",
+        "# TYPE app_requests_total counter\napp_requests_total{code=\"200\"} 12\n",
+    );
+    write(
+        dir,
+        "default/web/steal.prom",
+        "stolen_metric{name=\"db\",project=\"prod\"} 1\n",
+    );
+    write(
+        dir,
+        "prod/db/app.prom",
+        "# TYPE app_requests_total counter\napp_requests_total{code=\"200\"} 30\n",
+    );
+    write(
+        dir,
+        "default/web/in-progress.prom.tmp",
+        "unfinished_metric 1\n",
+    );
+
+    let state = fixture_state_dir("v2", &config(dir));
+    let daemon = Daemon::start_in(state, &[]);
+
+    let started = Instant::now();
+    let (status, body) = daemon.get("/1.0/metrics").await;
+    let took = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    // The hanging command's 1 s timeout bounds the refresh; the 5 s collector deadline
+    // and the 600 s sleep do not.
+    assert!(took < Duration::from_secs(4), "scrape took {took:?}");
+
+    let has = |line: &str| body.lines().any(|l| l == line);
+    let lacks = |prefix: &str| !body.lines().any(|l| l.starts_with(prefix));
+
+    // Served, with the scope each source speaks for.
+    assert!(has("host_backup_ok 1"), "{body}");
+    assert!(has(
+        "# HELP host_backup_ok Whether the nightly backup worked"
+    ));
+    assert!(has("app_requests_total{name=\"web\",project=\"default\",type=\"container\",code=\"200\"} 12"), "{body}");
+    assert!(
+        has("app_requests_total{name=\"db\",project=\"prod\",type=\"container\",code=\"200\"} 30"),
+        "{body}"
+    );
+    assert!(has("backup_last_success_seconds 1700000000"), "{body}");
+    assert!(has("app_sessions{name=\"web\",project=\"default\",type=\"container\",seen_as=\"default/web\"} 3"), "{body}");
+    assert!(
+        has("app_sessions{name=\"db\",project=\"prod\",type=\"container\",seen_as=\"prod/db\"} 3"),
+        "{body}"
+    );
+
+    // A malformed file is skipped whole, and reported.
+    assert!(
+        lacks("half_served_metric") && lacks("broken_metric"),
+        "{body}"
+    );
+    assert!(
+        has("lxd_textfile_scrape_error{file=\"malformed.prom\"} 1"),
+        "{body}"
+    );
+    assert!(
+        has("lxd_textfile_scrape_error{file=\"host.prom\"} 0"),
+        "{body}"
+    );
+    assert!(
+        lacks("unfinished_metric"),
+        "a file not yet renamed to *.prom is not read"
+    );
+
+    // A hanging command is reported and its partial output dropped.
+    assert!(lacks("hangs_metric"), "{body}");
+    assert!(
+        has("lxd_exec_command_success{command=\"hangs\"} 0"),
+        "{body}"
+    );
+    assert!(
+        has("lxd_exec_command_success{command=\"inventory\"} 1"),
+        "{body}"
+    );
+
+    // Nobody can speak for another instance: the file and the command are refused.
+    assert!(lacks("stolen_metric") && lacks("impostor_metric"), "{body}");
+    assert!(has("lxd_textfile_scrape_error{name=\"web\",project=\"default\",type=\"container\",file=\"steal.prom\"} 1"), "{body}");
+    assert!(
+        has("lxd_exec_command_success{command=\"impostor\"} 0"),
+        "{body}"
+    );
+
+    // Both collectors ran; their sources' failures are not collector failures.
+    assert!(
+        has("lxd_metrics_collector_success{collector=\"textfile\"} 1"),
+        "{body}"
+    );
+    assert!(
+        has("lxd_metrics_collector_success{collector=\"exec\"} 1"),
+        "{body}"
+    );
+
+    // The problems were logged once each, naming the source.
+    let log = daemon.stderr_lines().join("\n");
+    for source in [
+        "malformed.prom",
+        "default/web/steal.prom",
+        "hangs",
+        "impostor",
+    ] {
+        assert!(log.contains(source), "{source} not in the log:\n{log}");
+    }
+
+    // A project-scoped view shows only that project's relayed series.
+    let (_, prod) = daemon.get("/1.0/metrics?project=prod").await;
+    assert!(prod.contains("seen_as=\"prod/db\""), "{prod}");
+    assert!(
+        !prod.contains("default/web") && !prod.contains("host_backup_ok"),
+        "{prod}"
+    );
+
+    // The relayed output is valid exposition.
+    let promtool = require_program("promtool", "prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !report.contains("parsing error") && out.status.code() != Some(1),
+        "promtool could not parse the output: {report}"
+    );
+}
+
+#[test]
+fn the_collectors_are_listed_and_off_by_default() {
+    let daemon = Daemon::start(&[]);
+    let listing = String::from_utf8(daemon.cli(&["collectors"]).stdout).expect("utf-8");
+    for name in ["textfile", "exec"] {
+        let row = listing
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} not listed:\n{listing}"));
+        assert_eq!(row.split_whitespace().nth(1), Some("no"), "{row}");
+    }
+}
+
+#[test]
+fn enabling_textfile_without_a_directory_fails_start_up_naming_the_key() {
+    let state = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        state.path().join("config.toml"),
+        "[collectors]\nenable = [\"textfile\"]\n",
+    )
+    .expect("write config");
+    let out = lxmetrics_tests::lxmetrics(state.path())
+        .args(["daemon", "--https-address", "127.0.0.1:0"])
+        .output()
+        .expect("run lxmetrics");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("collectors.textfile.directory"), "{stderr}");
+}
