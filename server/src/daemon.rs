@@ -54,6 +54,10 @@ pub async fn run(
     state_dir: &Path,
     reload: impl Fn() -> anyhow::Result<Config>,
 ) -> anyhow::Result<()> {
+    match crate::fd_limit::raise() {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!("{e}"),
+    }
     let identity = server_cert::load_or_generate(state_dir)?;
     let trust = Arc::new(
         TrustStore::open(&state_dir.join("trust.db"))

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod caller;
 pub mod cli;
 pub mod daemon;
+pub mod fd_limit;
 pub mod listener;
 pub mod pki;
 pub mod routes;
@@ -61,7 +62,12 @@ pub fn run() -> anyhow::Result<()> {
                 .context("cannot start the async runtime")?;
             let reload =
                 || daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args));
-            runtime.block_on(daemon::run(config, &state_dir, reload))
+            let result = runtime.block_on(daemon::run(config, &state_dir, reload));
+            // A collector stuck in a system call (statvfs on a dead NFS server) holds a
+            // blocking thread that will never return; dropping the runtime would wait for
+            // it forever and turn SIGTERM into a hang. Give threads a moment, then go.
+            runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+            result
         }
         Command::Collectors => {
             let config = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
+use tokio_rustls::TlsConnector;
 
 /// The workspace root (where `Cargo.toml` with `[workspace]` lives).
 pub fn workspace_root() -> PathBuf {
@@ -254,6 +255,54 @@ impl Daemon {
         builder.build().expect("client")
     }
 
+    /// A raw TLS connector presenting `cert` (or none), trusting the daemon's certificate
+    /// and offering `alpn` (e.g. `[b"h2"]`), for tests that speak below HTTP.
+    pub fn tls_connector(&self, cert: Option<&ClientCert>, alpn: &[&[u8]]) -> TlsConnector {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let mut roots = rustls::RootCertStore::empty();
+        let server_pem = self.server_cert_pem();
+        for der in CertificateDer::pem_slice_iter(&server_pem) {
+            roots
+                .add(der.expect("server.crt parses"))
+                .expect("server.crt is a CA");
+        }
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots);
+        let mut config = match cert {
+            Some(cert) => builder
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).expect("cert")],
+                    PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).expect("key"),
+                )
+                .expect("client identity"),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        TlsConnector::from(std::sync::Arc::new(config))
+    }
+
+    /// The `host:port` of the full listener.
+    pub fn address(&self) -> String {
+        self.url
+            .trim_start_matches("https://")
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    /// The daemon's resident memory in KiB, from `/proc/<pid>/status`.
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_value(self.pid(), "VmRSS:")
+    }
+
+    /// The daemon's thread count, from `/proc/<pid>/status`.
+    pub fn threads(&self) -> u64 {
+        proc_status_value(self.pid(), "Threads:")
+    }
+
     /// An HTTPS client with the trusted `client` certificate.
     pub fn client(&self) -> reqwest::Client {
         self.client_with(Some(&self.client_cert))
@@ -364,4 +413,30 @@ pub fn sample_value(body: &str, series: &str) -> Option<f64> {
         let (name, value) = l.rsplit_once(' ')?;
         (name == series).then(|| value.parse().ok())?
     })
+}
+
+/// A number from `/proc/<pid>/status` (`VmRSS:`, `Threads:`, ...).
+pub fn proc_status_value(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} missing from /proc/{pid}/status"))
+}
+
+/// Raises this process's soft open-file limit to its hard limit, for tests that hold
+/// many connections at once.
+pub fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        },
+    )
+    .expect("raise the open-file limit");
 }
