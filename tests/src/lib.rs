@@ -2,6 +2,9 @@
 //! its listen address, and stop it. Every helper fails loudly with what is missing
 //! instead of skipping.
 
+pub mod churn;
+pub mod fuzz_entry;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -257,13 +257,17 @@ pub fn blkio_throttle(text: &str) -> Result<Vec<(DeviceNumber, u64, u64)>, Parse
         .collect()
 }
 
-/// Counts the CPUs in a list like `0-3,8,10-11` (`cpuset.cpus.effective`).
+/// CPU ids at or above this are not real (the kernel's `NR_CPUS` is at most 8192 today;
+/// this leaves room and keeps the count from overflowing).
+const CPU_ID_LIMIT: u64 = 1 << 22;
+
+/// Counts the distinct CPUs in a list like `0-3,8,10-11` (`cpuset.cpus.effective`).
 pub fn cpu_list_len(text: &str) -> Result<u64, ParseError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(0);
     }
-    let mut count = 0u64;
+    let mut ranges = Vec::new();
     for range in text.split(',') {
         let (lo, hi) = match range.split_once('-') {
             Some((lo, hi)) => (parse_u64(lo, 1)?, parse_u64(hi, 1)?),
@@ -275,7 +279,21 @@ pub fn cpu_list_len(text: &str) -> Result<u64, ParseError> {
         if hi < lo {
             return Err(error(1, format!("range \"{range}\" goes backwards")));
         }
-        count = count.saturating_add(hi - lo + 1);
+        if hi >= CPU_ID_LIMIT {
+            return Err(error(1, format!("CPU {hi} is out of range")));
+        }
+        ranges.push((lo, hi));
+    }
+    // Overlapping ranges ("0-3,2-5") name some CPUs twice; count each once.
+    ranges.sort_unstable();
+    let mut count = 0;
+    let mut covered_to = None::<u64>;
+    for (lo, hi) in ranges {
+        let start = covered_to.map_or(lo, |end| lo.max(end + 1));
+        if hi >= start {
+            count += hi - start + 1;
+        }
+        covered_to = Some(covered_to.map_or(hi, |end| end.max(hi)));
     }
     Ok(count)
 }
@@ -414,6 +432,12 @@ mod tests {
         assert_eq!(cpu_list_len("\n"), Ok(0));
         assert!(cpu_list_len("3-1").is_err());
         assert!(cpu_list_len("a-b").is_err());
+        // Found by fuzzing: a huge range overflowed the count.
+        assert!(cpu_list_len("885555-5888888888888").is_err());
+        assert!(cpu_list_len("0-18446744073709551615").is_err());
+        // Overlaps count once.
+        assert_eq!(cpu_list_len("0-3,2-5,4,9"), Ok(7));
+        assert_eq!(cpu_list_len("2-5,0-3"), Ok(6));
     }
 
     #[test]

@@ -1,0 +1,8 @@
+#![no_main]
+//! Fuzz target `cpuacct`: see tests/src/fuzz_entry.rs for what it feeds and checks.
+
+#[allow(dead_code)]
+#[path = "../../tests/src/fuzz_entry.rs"]
+mod fuzz_entry;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| fuzz_entry::run("cpuacct", data));
