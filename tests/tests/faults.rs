@@ -5,13 +5,12 @@
 //! Needs root (to mount a tmpfs and create cgroups).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgroups_rs::fs::{hierarchies, Cgroup};
-use cgroups_rs::CgroupPid;
+use lxmetrics_tests::churn::Churned;
 use lxmetrics_tests::{ClientCert, Daemon};
 
 fn require_root() {
@@ -205,48 +204,6 @@ async fn sigterm_during_a_scrape_burst_finishes_in_flight_requests_and_exits_0()
         complete > 32,
         "the burst never got going ({complete} responses)"
     );
-}
-
-/// One short-lived instance: a cgroup with a sleeping process in it.
-struct Churned {
-    cgroup: Cgroup,
-    child: Child,
-}
-
-impl Churned {
-    fn start(name: &str) -> Churned {
-        let controllers = ["cpuacct", "cpu", "memory", "pids", "blkio"]
-            .map(String::from)
-            .to_vec();
-        let cgroup = Cgroup::new_with_specified_controllers(
-            hierarchies::auto(),
-            format!("lxc.payload.{name}"),
-            Some(controllers),
-        )
-        .expect("create a cgroup");
-        let child = Command::new("sleep")
-            .arg("60")
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start sleep");
-        cgroup
-            .add_task_by_tgid(CgroupPid::from(u64::from(child.id())))
-            .expect("move the process into the cgroup");
-        Churned { cgroup, child }
-    }
-}
-
-impl Drop for Churned {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for _ in 0..100 {
-            if self.cgroup.delete().is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
