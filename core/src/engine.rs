@@ -43,6 +43,7 @@ pub struct RefreshEngine {
     timeout: Duration,
     refreshes: AtomicU64,
     slow_after: Option<Duration>,
+    after_refresh: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl RefreshEngine {
@@ -68,6 +69,7 @@ impl RefreshEngine {
             timeout,
             refreshes: AtomicU64::new(0),
             slow_after: None,
+            after_refresh: None,
         }
     }
 
@@ -125,6 +127,10 @@ impl RefreshEngine {
             }
         }
         let snapshot = builder.finish();
+        if let Some(hook) = &self.after_refresh {
+            let hook = hook.clone();
+            drop(tokio::task::spawn_blocking(move || hook()));
+        }
         let elapsed = started.elapsed();
         match self
             .slow_after
@@ -144,6 +150,14 @@ impl RefreshEngine {
     /// longer than `limit` (the daemon uses half the cache window).
     pub fn with_slow_refresh_warning(mut self, limit: Duration) -> Self {
         self.slow_after = Some(limit);
+        self
+    }
+
+    /// Runs `hook` on the blocking pool after each refresh. The daemon uses it to hand
+    /// freed memory back to the system, so resident memory stays flat across refreshes
+    /// instead of creeping up with allocator fragmentation.
+    pub fn with_after_refresh(mut self, hook: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.after_refresh = Some(hook);
         self
     }
 

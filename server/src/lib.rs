@@ -12,6 +12,7 @@ pub mod cli;
 pub mod daemon;
 pub mod fd_limit;
 pub mod listener;
+pub mod memory;
 pub mod pki;
 pub mod routes;
 pub mod state_dir;
@@ -54,6 +55,7 @@ pub fn run() -> anyhow::Result<()> {
             state_dir::ensure(&state_dir).with_context(|| {
                 format!("cannot create state directory {}", state_dir.display())
             })?;
+            memory::limit_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .max_blocking_threads(64)

@@ -25,8 +25,14 @@ pub fn workspace_root() -> PathBuf {
 /// tests (a no-op when it is up to date) and returns its path.
 fn build_bin(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // A release build of this crate (the benches, the soak run) starts release daemons.
+    let release = !cfg!(debug_assertions);
+    let mut args = vec!["build", "--quiet", "-p", package, "--bin", bin];
+    if release {
+        args.push("--release");
+    }
     let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .args(&args)
         .current_dir(workspace_root())
         .status()
         .unwrap_or_else(|e| panic!("cannot run cargo to build {bin}: {e}"));
@@ -34,7 +40,9 @@ fn build_bin(package: &str, bin: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target"));
-    let path = target.join("debug").join(bin);
+    let path = target
+        .join(if release { "release" } else { "debug" })
+        .join(bin);
     assert!(path.is_file(), "{} missing after build", path.display());
     path
 }

@@ -1,11 +1,20 @@
-//! `lxmetrics-bench refresh [N...]`: one full refresh (discovery + all six built-in
-//! collectors) over N real cgroups, next to the time a plain loop needs to open and read
-//! the same files with no parsing, measured in the same run.
+//! The fleet-density bench (docs/performance.md).
+//!
+//! - `lxmetrics-bench` (or `lxmetrics-bench fleet`): every target of the performance
+//!   issue in one run, printed as one table with PASS/FAIL: refresh cost against a raw
+//!   read at 100, 1,000 and 5,000 instances, coalescing of 256 scrapers, cache-hit
+//!   latency, throughput and CPU per series against node_exporter, memory, start-up and
+//!   response size.
+//! - `lxmetrics-bench refresh [N...]`: only the refresh comparison.
 //!
 //! The bench creates `lxc.payload.bench-<i>` in the v1 controllers (or v2) with a `sleep`
-//! process in each, and removes everything afterwards. Needs root.
+//! process in each, and removes everything afterwards. Needs root; node_exporter comes
+//! from the Debian package `prometheus-node-exporter`. Loopback only.
 //!
-//! Run: `cargo run --release -p lxmetrics-tests --bin lxmetrics-bench -- refresh 100 1000`
+//! Run: `cargo run --release -p lxmetrics-tests --bin lxmetrics-bench`
+
+mod report;
+mod served;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -31,11 +40,20 @@ struct Fleet {
 
 impl Fleet {
     fn create(n: usize) -> Fleet {
+        let mut fleet = Fleet {
+            members: Vec::with_capacity(n),
+        };
+        fleet.grow_to(n);
+        fleet
+    }
+
+    /// Adds instances until there are `n`.
+    fn grow_to(&mut self, n: usize) {
         let controllers: Vec<String> = ["cpuacct", "cpu", "cpuset", "memory", "pids", "blkio"]
             .map(String::from)
             .to_vec();
-        let mut members = Vec::with_capacity(n);
-        for i in 0..n {
+        let members = &mut self.members;
+        for i in members.len()..n {
             let cg = Cgroup::new_with_specified_controllers(
                 hierarchies::auto(),
                 format!("lxc.payload.bench-{i:05}"),
@@ -50,7 +68,6 @@ impl Fleet {
                 .expect("move process into cgroup");
             members.push((cg, child));
         }
-        Fleet { members }
     }
 }
 
@@ -140,16 +157,50 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// One refresh comparison.
+struct RefreshFigures {
+    instances: usize,
+    files: usize,
+    refresh: Duration,
+    raw: Duration,
+}
+
+impl RefreshFigures {
+    fn ratio(&self) -> f64 {
+        self.refresh.as_secs_f64() / self.raw.as_secs_f64()
+    }
+
+    fn per_instance(&self) -> Duration {
+        self.refresh / self.instances as u32
+    }
+}
+
 fn refresh_bench(sizes: &[usize]) {
-    let host = Arc::new(HostPaths::default());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     println!("| instances | files | full refresh (median of {ROUNDS}) | raw read of the same files | ratio | refresh per instance |");
     println!("|---|---|---|---|---|---|");
+    let mut fleet = Fleet::create(0);
     for &n in sizes {
-        let fleet = Fleet::create(n);
+        fleet.grow_to(n);
+        let f = measure_refresh(&runtime, n);
+        println!(
+            "| {n} | {} | {:.1} ms | {:.1} ms | {:.2}x | {:.1} µs |",
+            f.files,
+            f.refresh.as_secs_f64() * 1e3,
+            f.raw.as_secs_f64() * 1e3,
+            f.ratio(),
+            f.per_instance().as_secs_f64() * 1e6,
+        );
+    }
+}
+
+/// Times a full in-process refresh over the `n` bench instances against a raw read.
+fn measure_refresh(runtime: &tokio::runtime::Runtime, n: usize) -> RefreshFigures {
+    let host = Arc::new(HostPaths::default());
+    {
         let collectors = registry::build_enabled(
             &CollectorsConfig::default(),
             &lxmetrics_core::config::MetricsConfig::default(),
@@ -181,16 +232,12 @@ fn refresh_bench(sizes: &[usize]) {
             std::hint::black_box(runtime.block_on(engine.refresh()));
             refresh.push(t.elapsed());
         }
-        let (refresh, raw) = (median(refresh), median(raw));
-        println!(
-            "| {n} | {} | {:.1} ms | {:.1} ms | {:.2}x | {:.1} µs |",
-            files.len(),
-            refresh.as_secs_f64() * 1e3,
-            raw.as_secs_f64() * 1e3,
-            refresh.as_secs_f64() / raw.as_secs_f64(),
-            refresh.as_secs_f64() * 1e6 / n as f64,
-        );
-        drop(fleet);
+        RefreshFigures {
+            instances: n,
+            files: files.len(),
+            refresh: median(refresh),
+            raw: median(raw),
+        }
     }
 }
 
@@ -208,9 +255,70 @@ fn main() {
                 &sizes
             });
         }
+        None | Some("fleet") => {
+            if !fleet_bench() {
+                std::process::exit(1);
+            }
+        }
         _ => {
-            eprintln!("usage: lxmetrics-bench refresh [N...]");
+            eprintln!("usage: lxmetrics-bench [fleet] | lxmetrics-bench refresh [N...]");
             std::process::exit(2);
         }
     }
+}
+
+/// Every target in one run; true when all pass.
+fn fleet_bench() -> bool {
+    lxmetrics_tests::raise_fd_limit();
+    let started = Instant::now();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let mut report = report::Report::default();
+    let mut fleet = Fleet::create(0);
+    let mut per_instance = Vec::new();
+
+    // LXMETRICS_BENCH_SIZES=100 runs only the first stage (quick checks).
+    let sizes: Vec<usize> = std::env::var("LXMETRICS_BENCH_SIZES")
+        .ok()
+        .map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![100, 1000, 5000]);
+    for &n in &sizes {
+        eprintln!("[{:>5.1}s] {n} instances", started.elapsed().as_secs_f64());
+        fleet.grow_to(n);
+        let f = measure_refresh(&runtime, n);
+        report.row(
+            &format!("refresh at {n} instances vs raw read of {} files", f.files),
+            format!(
+                "{:.1} ms vs {:.1} ms = {:.2}x",
+                f.refresh.as_secs_f64() * 1e3,
+                f.raw.as_secs_f64() * 1e3,
+                f.ratio()
+            ),
+            "<= 1.5x",
+            f.ratio() <= 1.5,
+        );
+        per_instance.push((n, f.per_instance()));
+        match n {
+            100 => runtime.block_on(served::at_100(&mut report)),
+            1000 => runtime.block_on(served::at_1000(&mut report, n)),
+            5000 => runtime.block_on(served::at_5000(&mut report, n)),
+            _ => {}
+        }
+    }
+    let (small, large) = (per_instance[0].1, per_instance[per_instance.len() - 1].1);
+    let growth = large.as_secs_f64() / small.as_secs_f64();
+    report.row(
+        "refresh cost per instance (linear in N)",
+        per_instance
+            .iter()
+            .map(|(n, d)| format!("{n}: {:.0} µs", d.as_secs_f64() * 1e6))
+            .collect::<Vec<_>>()
+            .join(", "),
+        "5,000 within 1.5x of 100",
+        growth <= 1.5,
+    );
+    drop(fleet);
+    report.print(started.elapsed())
 }

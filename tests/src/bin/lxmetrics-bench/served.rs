@@ -1,0 +1,446 @@
+//! The bench phases that go through the real daemon over mTLS: start-up, memory across
+//! refreshes, coalescing, cache-hit latency, throughput and CPU per series against
+//! node_exporter, response size, and memory at 5,000 instances.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lxmetrics_tests::{free_port, lxmetrics, proc_status_value, sample_value, Daemon};
+use tokio::sync::Barrier;
+
+use crate::report::Report;
+
+/// A daemon over a fresh state directory with `cache_ttl`.
+fn daemon(cache_ttl: &str) -> Daemon {
+    let state = tempfile::tempdir().expect("state directory");
+    std::fs::write(
+        state.path().join("config.toml"),
+        format!("[metrics]\ncache_ttl = \"{cache_ttl}\"\ncollector_timeout = \"30s\"\n"),
+    )
+    .expect("config.toml");
+    Daemon::start_in(state, &[])
+}
+
+/// One scrape: the body as sent (gzip or not) and how long it took to arrive whole.
+async fn scrape(client: &reqwest::Client, url: &str, gzip: bool) -> (bytes::Bytes, Duration) {
+    let started = Instant::now();
+    let mut request = client.get(url);
+    if gzip {
+        request = request.header("Accept-Encoding", "gzip");
+    }
+    let response = request.send().await.expect("scrape");
+    assert_eq!(response.status(), 200, "scrape of {url}");
+    let body = response.bytes().await.expect("body");
+    (body, started.elapsed())
+}
+
+async fn refreshes(daemon: &Daemon, client: &reqwest::Client) -> f64 {
+    let (body, _) = scrape(client, &format!("{}/1.0/metrics", daemon.url), false).await;
+    sample_value(
+        &String::from_utf8_lossy(&body),
+        "lxd_metrics_refreshes_total",
+    )
+    .expect("lxd_metrics_refreshes_total")
+}
+
+fn count_series(body: &[u8]) -> usize {
+    String::from_utf8_lossy(body)
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    proc_status_value(pid, "VmRSS:")
+}
+
+/// User plus system CPU time of a process.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/pid/stat");
+    let after_comm = stat.rsplit_once(')').expect("stat has a comm field").1;
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    // After the comm: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
+    let ticks: u64 =
+        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+    Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+/// Start-up and flat memory, at 100 instances.
+pub async fn at_100(report: &mut Report) {
+    startup(report).await;
+    memory_across_refreshes(report).await;
+}
+
+async fn startup(report: &mut Report) {
+    // An existing state directory: certificate, key and trust store made by a first run.
+    let first = daemon("8s");
+    let state = first.kill9();
+    let bin = lxmetrics_tests::lxmetrics_bin();
+    let cert = {
+        let c = lxmetrics_tests::ClientCert::generate("startup");
+        let path = c.write(state.path(), "startup");
+        let out = lxmetrics(state.path())
+            .args(["trust", "add"])
+            .arg(&path)
+            .arg("--type=metrics")
+            .output()
+            .expect("trust add");
+        assert!(out.status.success());
+        c
+    };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let client = client_for(state.path(), &cert);
+        let url = format!("https://{address}/1.0/metrics");
+        let started = Instant::now();
+        let mut child: Child = Command::new(bin)
+            .arg("--state-dir")
+            .arg(state.path())
+            .args(["daemon", "--https-address", &address])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the daemon");
+        loop {
+            match client.get(&url).send().await {
+                Ok(r) if r.status() == 200 => {
+                    let _ = r.bytes().await;
+                    break;
+                }
+                _ if started.elapsed() > Duration::from_secs(10) => panic!("no answer in 10 s"),
+                _ => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+        times.push(started.elapsed());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    report.row(
+        "start-up: exec to first served /1.0/metrics (100 instances, existing state dir, median of 5)",
+        ms(median),
+        "< 100 ms",
+        median < Duration::from_millis(100),
+    );
+}
+
+/// An mTLS client for a daemon whose state directory is `state`.
+fn client_for(state: &Path, cert: &lxmetrics_tests::ClientCert) -> reqwest::Client {
+    let server = std::fs::read(state.join("server.crt")).expect("server.crt");
+    let pem = format!("{}{}", cert.cert_pem, cert.key_pem);
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_pem(&server).expect("server.crt"))
+        .identity(reqwest::Identity::from_pem(pem.as_bytes()).expect("identity"))
+        .no_gzip()
+        .build()
+        .expect("client")
+}
+
+async fn memory_across_refreshes(report: &mut Report) {
+    let daemon = daemon("0s");
+    let client = daemon.client();
+    let url = format!("{}/1.0/metrics", daemon.url);
+    for _ in 0..100 {
+        scrape(&client, &url, true).await;
+    }
+    let before_refreshes = refreshes(&daemon, &client).await;
+    let before = rss_kib(daemon.pid());
+    let trace = std::env::var_os("LXMETRICS_BENCH_TRACE").is_some();
+    for i in 0..1000 {
+        scrape(&client, &url, true).await;
+        if trace && i % 100 == 0 {
+            eprintln!("    after {i} refreshes: {} KiB", rss_kib(daemon.pid()));
+        }
+    }
+    let after = rss_kib(daemon.pid());
+    let done = refreshes(&daemon, &client).await - before_refreshes;
+    let grew = after.saturating_sub(before);
+    report.row(
+        "memory across 1,000 refreshes (100 instances, after 100 warm-up refreshes)",
+        format!("{before} KiB -> {after} KiB (+{grew} KiB) over {done:.0} refreshes"),
+        "growth <= 1 MiB",
+        grew <= 1024 && done >= 1000.0,
+    );
+}
+
+/// Coalescing, latency, throughput against node_exporter and size, at 1,000 instances.
+pub async fn at_1000(report: &mut Report, instances: usize) {
+    coalescing(report).await;
+    let daemon = daemon("10m");
+    let client = daemon.client();
+    let url = format!("{}/1.0/metrics", daemon.url);
+    let (identity, _) = scrape(&client, &url, false).await;
+    let (gzipped, _) = scrape(&client, &url, true).await;
+    let n = count_series(&identity);
+    report.info(
+        &format!("response size at {instances} instances ({n} series)"),
+        format!(
+            "text {} B ({:.1} B/series), gzip {} B ({:.2} B/series)",
+            identity.len(),
+            identity.len() as f64 / n as f64,
+            gzipped.len(),
+            gzipped.len() as f64 / n as f64
+        ),
+    );
+    latency(report, &daemon, n).await;
+    throughput(report, &daemon, n).await;
+}
+
+async fn coalescing(report: &mut Report) {
+    let daemon = daemon("3s");
+    let url = format!("{}/1.0/metrics", daemon.url);
+    // 256 connections, opened and handshaken on /1.0 (which does not refresh).
+    let mut clients = Vec::new();
+    for _ in 0..256 {
+        let client = daemon.client();
+        let r = client
+            .get(format!("{}/1.0", daemon.url))
+            .send()
+            .await
+            .expect("connect");
+        let _ = r.bytes().await;
+        clients.push(client);
+    }
+    let before = refreshes(&daemon, &clients[0]).await;
+    // Let that refresh's window pass, then all at once.
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let barrier = Arc::new(Barrier::new(clients.len()));
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .iter()
+        .cloned()
+        .map(|client| {
+            let (barrier, url) = (barrier.clone(), url.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                scrape(&client, &url, true).await.1
+            })
+        })
+        .collect();
+    let mut slowest = Duration::ZERO;
+    for task in tasks {
+        slowest = slowest.max(task.await.expect("scraper"));
+    }
+    let burst = started.elapsed();
+    let after = refreshes(&daemon, &clients[0]).await;
+    let caused = after - before;
+    report.row(
+        "256 concurrent scrapers over mTLS in one window (1,000 instances)",
+        format!(
+            "{caused:.0} refresh, all answered in {}",
+            ms(burst.max(slowest))
+        ),
+        "exactly 1 refresh",
+        caused == 1.0,
+    );
+}
+
+async fn latency(report: &mut Report, daemon: &Daemon, series: usize) {
+    let url = format!("{}/1.0/metrics", daemon.url);
+    for (gzip, label) in [(true, "gzip, as Prometheus asks"), (false, "identity")] {
+        let mut samples = Vec::new();
+        let tasks: Vec<_> = (0..4)
+            .map(|_| {
+                let (client, url) = (daemon.client(), url.clone());
+                tokio::spawn(async move {
+                    let mut times = Vec::new();
+                    scrape(&client, &url, gzip).await; // connect and handshake first
+                    let until = Instant::now() + Duration::from_secs(4);
+                    while Instant::now() < until {
+                        times.push(scrape(&client, &url, gzip).await.1);
+                    }
+                    times
+                })
+            })
+            .collect();
+        for task in tasks {
+            samples.extend(task.await.expect("latency task"));
+        }
+        samples.sort();
+        let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+        let measured = format!(
+            "p50 {}, p99 {} over {} requests on 4 keep-alive connections",
+            ms(p50),
+            ms(p99),
+            samples.len()
+        );
+        let target = format!("cache-hit latency at {series} series ({label})");
+        if gzip {
+            report.row(
+                &target,
+                measured,
+                "p99 < 5 ms",
+                p99 < Duration::from_millis(5),
+            );
+        } else {
+            report.info(&target, measured);
+        }
+    }
+}
+
+/// Requests per second for `duration` on `connections` keep-alive clients.
+async fn load(clients: Vec<reqwest::Client>, url: &str, duration: Duration) -> (u64, Duration) {
+    let started = Instant::now();
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|client| {
+            let url = url.to_owned();
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                let until = Instant::now() + duration;
+                while Instant::now() < until {
+                    scrape(&client, &url, true).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut total = 0;
+    for task in tasks {
+        total += task.await.expect("load task");
+    }
+    (total, started.elapsed())
+}
+
+async fn throughput(report: &mut Report, daemon: &Daemon, series: usize) {
+    const CONNECTIONS: usize = 8;
+    const DURATION: Duration = Duration::from_secs(8);
+    let node_exporter = Path::new("/usr/bin/prometheus-node-exporter");
+    if !node_exporter.is_file() {
+        report.row(
+            "throughput vs node_exporter",
+            "node_exporter is not installed (apt-get install prometheus-node-exporter)".into(),
+            ">= 20x series/s, <= 1/20 CPU per series",
+            false,
+        );
+        return;
+    }
+    // Ours, over mTLS with keep-alive.
+    let url = format!("{}/1.0/metrics", daemon.url);
+    let clients: Vec<_> = (0..CONNECTIONS).map(|_| daemon.client()).collect();
+    for c in &clients {
+        scrape(c, &url, true).await;
+    }
+    let cpu_before = cpu_time(daemon.pid());
+    let (requests, took) = load(clients, &url, DURATION).await;
+    let cpu = cpu_time(daemon.pid()) - cpu_before;
+    let ours_rate = (requests as f64 * series as f64) / took.as_secs_f64();
+    let ours_cpu = cpu.as_secs_f64() / (requests as f64 * series as f64);
+
+    // node_exporter, plain HTTP on loopback, same client load.
+    let port = free_port();
+    let mut exporter = Command::new(node_exporter)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start node_exporter");
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let plain = || {
+        reqwest::Client::builder()
+            .no_gzip()
+            .build()
+            .expect("client")
+    };
+    let probe = plain();
+    let started = Instant::now();
+    let body = loop {
+        match probe.get(&url).send().await {
+            Ok(r) if r.status() == 200 => break r.bytes().await.expect("body"),
+            _ if started.elapsed() > Duration::from_secs(10) => {
+                panic!("node_exporter did not start")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let theirs_series = count_series(&body);
+    let clients: Vec<_> = (0..CONNECTIONS).map(|_| plain()).collect();
+    for c in &clients {
+        scrape(c, &url, true).await;
+    }
+    let cpu_before = cpu_time(exporter.id());
+    let (their_requests, their_took) = load(clients, &url, DURATION).await;
+    let their_cpu = cpu_time(exporter.id()) - cpu_before;
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    let theirs_rate = (their_requests as f64 * theirs_series as f64) / their_took.as_secs_f64();
+    let theirs_cpu = their_cpu.as_secs_f64() / (their_requests as f64 * theirs_series as f64);
+
+    let rate_ratio = ours_rate / theirs_rate;
+    report.row(
+        "series served per second over keep-alive (gzip), ours over mTLS vs node_exporter",
+        format!(
+            "ours {:.0} req/s x {series} = {:.2e} series/s; node_exporter {:.0} req/s x {theirs_series} = {:.2e} series/s; {rate_ratio:.0}x",
+            requests as f64 / took.as_secs_f64(),
+            ours_rate,
+            their_requests as f64 / their_took.as_secs_f64(),
+            theirs_rate
+        ),
+        ">= 20x",
+        rate_ratio >= 20.0,
+    );
+    let cpu_ratio = theirs_cpu / ours_cpu;
+    report.row(
+        "CPU time per series served, ours vs node_exporter",
+        format!(
+            "ours {:.1} ns ({:.2} s CPU), node_exporter {:.1} ns ({:.2} s CPU); 1/{cpu_ratio:.0}",
+            ours_cpu * 1e9,
+            cpu.as_secs_f64(),
+            theirs_cpu * 1e9,
+            their_cpu.as_secs_f64()
+        ),
+        "<= 1/20",
+        cpu_ratio >= 20.0,
+    );
+}
+
+/// Resident memory at 5,000 instances.
+pub async fn at_5000(report: &mut Report, instances: usize) {
+    let daemon = daemon("10m");
+    let client = daemon.client();
+    let url = format!("{}/1.0/metrics", daemon.url);
+    let (gzipped, took) = scrape(&client, &url, true).await;
+    for _ in 0..5 {
+        scrape(&client, &url, true).await;
+    }
+    let rss = rss_kib(daemon.pid());
+    report.row(
+        &format!("resident memory at {instances} instances (gzip scrapes)"),
+        format!(
+            "{:.1} MiB (first scrape {}, {} B gzip)",
+            rss as f64 / 1024.0,
+            ms(took),
+            gzipped.len()
+        ),
+        "< 64 MiB",
+        rss < 64 * 1024,
+    );
+    let (identity, _) = scrape(&client, &url, false).await;
+    let rss = rss_kib(daemon.pid());
+    report.info(
+        &format!("resident memory at {instances} instances after an identity scrape too"),
+        format!(
+            "{:.1} MiB ({} series, {} B text)",
+            rss as f64 / 1024.0,
+            count_series(&identity),
+            identity.len()
+        ),
+    );
+}
