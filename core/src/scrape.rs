@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::cache::{MetricsCache, RefreshFailed};
 use crate::daemon_metrics::DaemonTelemetry;
@@ -29,11 +29,48 @@ pub struct ScrapeRequest {
     pub encoding: ContentEncoding,
 }
 
+/// A response body in parts sent back to back: the cached instance part is shared with
+/// every other response of the cache window, not copied.
+#[derive(Clone, Debug, Default)]
+pub struct ScrapeBody {
+    parts: Vec<Bytes>,
+}
+
+impl ScrapeBody {
+    /// The parts, in order.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// Hands over the parts.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
+    /// Total length in bytes.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(Bytes::len).sum()
+    }
+
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole body in one buffer (copies; for callers that need contiguous bytes).
+    pub fn to_bytes(&self) -> Bytes {
+        match self.parts.as_slice() {
+            [one] => one.clone(),
+            parts => Bytes::from(parts.concat()),
+        }
+    }
+}
+
 /// A finished metrics response body with its headers.
 #[derive(Clone, Debug)]
 pub struct ScrapeResponse {
     /// The body, compressed when `content_encoding` says so.
-    pub body: Bytes,
+    pub body: ScrapeBody,
     /// `Content-Type`.
     pub content_type: &'static str,
     /// `Content-Encoding`, if any.
@@ -85,15 +122,11 @@ impl MetricsService {
         };
         encode_families(&ctx, &daemon, &mut tail);
         finish(request.format, &mut tail);
-        let body = match &*instance_part {
-            EncodedBody::Identity(instances) => {
-                let mut body = BytesMut::with_capacity(instances.len() + tail.len());
-                body.extend_from_slice(instances);
-                body.extend_from_slice(&tail);
-                body.freeze()
-            }
-            EncodedBody::Gzip(prefix) => Bytes::from(prefix.finish_with(&tail)),
+        let parts = match &*instance_part {
+            EncodedBody::Identity(instances) => vec![instances.clone(), Bytes::from(tail)],
+            EncodedBody::Gzip(prefix) => prefix.finish_parts(&tail).to_vec(),
         };
+        let body = ScrapeBody { parts };
         Ok(ScrapeResponse {
             body,
             content_type: request.format.content_type(),
@@ -198,10 +231,10 @@ mod tests {
 
     fn text(resp: &ScrapeResponse) -> String {
         match resp.content_encoding {
-            None => String::from_utf8(resp.body.to_vec()).unwrap(),
+            None => String::from_utf8(resp.body.to_bytes().to_vec()).unwrap(),
             Some(_) => {
                 let mut out = String::new();
-                flate2::read::GzDecoder::new(&resp.body[..])
+                flate2::read::GzDecoder::new(&resp.body.to_bytes()[..])
                     .read_to_string(&mut out)
                     .unwrap();
                 out

@@ -7,6 +7,7 @@
 pub mod admin_client;
 pub mod api;
 pub mod auth;
+pub mod body;
 pub mod caller;
 pub mod cli;
 pub mod daemon;

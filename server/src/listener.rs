@@ -28,6 +28,7 @@ use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
+use crate::body::{into_served, ServedBody};
 use crate::caller::{Caller, PeerCertificate};
 use crate::routes::entity_type;
 
@@ -248,9 +249,9 @@ fn request_service(
     caller: Caller,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = Response,
+    Response = http::Response<ServedBody>,
     Error = Infallible,
-    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+    Future = impl Future<Output = Result<http::Response<ServedBody>, Infallible>> + Send,
 > + Clone {
     let warp_service = warp::service(routes);
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -265,7 +266,7 @@ fn request_service(
                 entity,
                 RequestResult::from_status(response.status().as_u16()),
             );
-            Ok(response)
+            Ok(into_served(response))
         }
     })
 }

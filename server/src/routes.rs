@@ -363,7 +363,12 @@ async fn metrics_handler(
     };
     match state.metrics.scrape(&request).await {
         Ok(scrape) => {
-            let mut response = Response::new(scrape.body.into());
+            // The parts go out as they are (the cached part is shared, not copied): see
+            // crate::body.
+            let mut response = Response::new(Default::default());
+            response
+                .extensions_mut()
+                .insert(crate::body::PartsExtension(scrape.body.into_parts()));
             let headers = response.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(scrape.content_type));
             if let Some(encoding) = scrape.content_encoding {

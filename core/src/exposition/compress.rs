@@ -11,6 +11,8 @@
 
 use std::io::Write;
 
+use bytes::Bytes;
+
 use flate2::write::DeflateEncoder;
 use flate2::{Compress, Compression, FlushCompress};
 
@@ -20,10 +22,11 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 /// Compression level for the cached part: compressed once, served many times.
 const CACHED_LEVEL: u32 = 6;
 
-/// Compressed once per snapshot: deflate blocks of the instance part, not yet final.
+/// Compressed once per snapshot: the gzip header and the deflate blocks of the instance
+/// part, not yet final, shared by every response in the window.
 #[derive(Clone, Debug)]
 pub struct GzipPrefix {
-    deflate: Vec<u8>,
+    head: Bytes,
     crc: crc32fast::Hasher,
     len: u64,
 }
@@ -33,6 +36,7 @@ impl GzipPrefix {
     pub fn new(data: &[u8]) -> Self {
         let mut compress = Compress::new(Compression::new(CACHED_LEVEL), false);
         let mut out = Vec::with_capacity(data.len() / 5 + 64);
+        out.extend_from_slice(&GZIP_HEADER);
         let mut consumed = 0;
         loop {
             if out.capacity() - out.len() < 64 {
@@ -50,7 +54,7 @@ impl GzipPrefix {
         let mut crc = crc32fast::Hasher::new();
         crc.update(data);
         GzipPrefix {
-            deflate: out,
+            head: Bytes::from(out),
             crc,
             len: data.len() as u64,
         }
@@ -58,11 +62,13 @@ impl GzipPrefix {
 
     /// Compressed size of the prefix.
     pub fn compressed_len(&self) -> usize {
-        self.deflate.len()
+        self.head.len() - GZIP_HEADER.len()
     }
 
-    /// One complete gzip stream holding the prefix's data followed by `tail`.
-    pub fn finish_with(&self, tail: &[u8]) -> Vec<u8> {
+    /// One complete gzip stream holding the prefix's data followed by `tail`, as two
+    /// parts to send one after the other: the shared header and cached blocks (not
+    /// copied), then the tail's final block and the trailer.
+    pub fn finish_parts(&self, tail: &[u8]) -> [Bytes; 2] {
         let mut tail_deflate =
             DeflateEncoder::new(Vec::with_capacity(tail.len() / 3 + 64), Compression::fast());
         let tail_deflate = tail_deflate
@@ -73,15 +79,16 @@ impl GzipPrefix {
         crc.update(tail);
         let len = self.len + tail.len() as u64;
 
-        let mut out =
-            Vec::with_capacity(GZIP_HEADER.len() + self.deflate.len() + tail_deflate.len() + 8);
-        out.extend_from_slice(&GZIP_HEADER);
-        out.extend_from_slice(&self.deflate);
-        out.extend_from_slice(&tail_deflate);
-        out.extend_from_slice(&crc.finalize().to_le_bytes());
+        let mut rest = tail_deflate;
+        rest.extend_from_slice(&crc.finalize().to_le_bytes());
         // ISIZE is the length modulo 2^32 (RFC 1952).
-        out.extend_from_slice(&(len as u32).to_le_bytes());
-        out
+        rest.extend_from_slice(&(len as u32).to_le_bytes());
+        [self.head.clone(), Bytes::from(rest)]
+    }
+
+    /// The same stream as [`finish_parts`](Self::finish_parts), in one buffer.
+    pub fn finish_with(&self, tail: &[u8]) -> Vec<u8> {
+        self.finish_parts(tail).concat()
     }
 }
 
