@@ -17,6 +17,7 @@ use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Serialize};
 
 use crate::collector::HostPaths;
+pub use crate::fleet_config::{ClusterConfig, ClusterMember, RemoteWriteConfig};
 use crate::instance::InstanceType;
 use crate::metric::is_valid_label_name;
 
@@ -37,6 +38,10 @@ pub struct Config {
     pub host: HostPaths,
     /// How cgroups map to instances.
     pub instances: InstancesConfig,
+    /// The daemons listed for Prometheus service discovery.
+    pub cluster: ClusterConfig,
+    /// Pushing to a remote-write receiver.
+    pub remote_write: RemoteWriteConfig,
 }
 
 /// `[core]`: listeners and authentication.
@@ -470,6 +475,14 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
             .validate()
             .map_err(|m| fail("instances.source", format!("rule {}: {m}", i + 1)))?;
     }
+    config
+        .cluster
+        .validate()
+        .map_err(|m| fail("cluster.members", m))?;
+    config
+        .remote_write
+        .validate()
+        .map_err(|(key, m)| fail(key, m))?;
     for (name, value) in &config.collectors.settings {
         if !matches!(value, Value::Dict(..)) {
             return Err(fail(

@@ -18,6 +18,7 @@ pub mod daemon_metrics;
 pub mod discovery;
 pub mod engine;
 pub mod exposition;
+pub mod fleet_config;
 pub mod instance;
 pub mod metric;
 pub mod process;

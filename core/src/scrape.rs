@@ -100,6 +100,11 @@ impl MetricsService {
         &self.telemetry
     }
 
+    /// The configured metric prefix (`metrics.prefix`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The cache, for endpoints that list instances.
     pub fn cache(&self) -> &Arc<MetricsCache> {
         &self.cache

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use lxmetrics_core::cache::MetricsCache;
@@ -95,12 +96,20 @@ pub async fn run(
     let cache = MetricsCache::new(Arc::new(engine), config.metrics.cache_ttl);
     let telemetry = Arc::new(DaemonTelemetry::default());
     let state = AppState {
+        cluster: config.cluster.members.clone().into(),
         metrics: MetricsService::new(cache, telemetry.clone(), config.metrics.prefix.as_str()),
         trust,
         metrics_authentication: config.core.metrics_authentication,
         server_fingerprint: identity.fingerprint.as_str().into(),
         pki,
     };
+
+    let (stop_pushing, pushing_stopped) = watch::channel(false);
+    let pusher = crate::remote_write::RemoteWriter::from_config(
+        &config.remote_write,
+        state.metrics.clone(),
+    )?
+    .map(|writer| tokio::spawn(writer.run(pushing_stopped)));
 
     let mut https = start(
         bind_tls(
@@ -193,6 +202,10 @@ pub async fn run(
         }
     }
     tracing::info!("shutting down");
+    let _ = stop_pushing.send(true);
+    if let Some(pusher) = pusher {
+        let _ = tokio::time::timeout(Duration::from_secs(2), pusher).await;
+    }
     let mut stopping = vec![https.stop(), unix.stop()];
     if let Some(m) = metrics {
         stopping.push(m.stop());

@@ -15,6 +15,7 @@ pub mod fd_limit;
 pub mod listener;
 pub mod memory;
 pub mod pki;
+pub mod remote_write;
 pub mod routes;
 pub mod state_dir;
 pub mod tls;

@@ -44,6 +44,8 @@ pub struct AppState {
     pub server_fingerprint: Arc<str>,
     /// PKI mode's CA and revocation list, when enabled.
     pub pki: Option<Arc<crate::pki::Pki>>,
+    /// `cluster.members`, listed on `GET /1.0/metrics/targets`.
+    pub cluster: Arc<[lxmetrics_core::config::ClusterMember]>,
 }
 
 /// Which endpoints a listener serves.
@@ -60,7 +62,7 @@ pub enum ListenerScope {
 pub fn entity_type(path: &str) -> &'static str {
     let path = path.trim_end_matches('/');
     match path {
-        "/1.0/metrics" => "metrics",
+        "/1.0/metrics" | "/1.0/metrics/targets" => "metrics",
         "" | "/1.0" => "server",
         p if p.starts_with("/1.0/instances") => "instances",
         p if p.starts_with("/1.0/certificates") => "certificates",
@@ -98,7 +100,13 @@ pub fn routes(state: AppState, scope: ListenerScope) -> BoxedFilter<(Response,)>
         .and(with_state(state.clone()))
         .then(metrics_handler);
 
-    let common = server_info.or(metrics).unify();
+    let targets = warp::path!("1.0" / "metrics" / "targets")
+        .and(warp::get())
+        .and(access.clone())
+        .and(with_state(state.clone()))
+        .map(|access: Access, state: AppState| cluster_targets(&access, &state));
+
+    let common = server_info.or(metrics).unify().or(targets).unify();
     let all = match scope {
         ListenerScope::MetricsOnly => common.boxed(),
         ListenerScope::Full => common.or(full_api(state, access)).unify().boxed(),
@@ -297,6 +305,30 @@ fn trust_error(error: TrustStoreError) -> Response {
         }
     };
     api::error(status, &error.to_string())
+}
+
+/// `GET /1.0/metrics/targets`: the cluster's daemons as Prometheus `http_sd_configs`
+/// JSON, one target group per member. Authorized like `/1.0/metrics` (a metrics
+/// certificate may read it: Prometheus discovers with the certificate it scrapes with).
+fn cluster_targets(access: &Access, state: &AppState) -> Response {
+    let allowed = match access {
+        Access::Client | Access::Metrics(_) => true,
+        Access::Untrusted => !state.metrics_authentication,
+    };
+    if !allowed {
+        return forbidden();
+    }
+    let groups: Vec<serde_json::Value> = state
+        .cluster
+        .iter()
+        .map(|member| {
+            serde_json::json!({
+                "targets": [member.address],
+                "labels": { "__meta_lxmetrics_member": member.name },
+            })
+        })
+        .collect();
+    warp::reply::json(&groups).into_response()
 }
 
 fn forbidden() -> Response {

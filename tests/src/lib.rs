@@ -4,6 +4,7 @@
 
 pub mod churn;
 pub mod fuzz_entry;
+pub mod prometheus;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,111 @@
+//! Cluster discovery end to end: daemon A lists itself and daemon B in `cluster.members`;
+//! a real Prometheus with `http_sd_configs` pointed at A's `/1.0/metrics/targets` finds
+//! both and scrapes both over mTLS (`up == 1` for each member).
+
+use std::time::Duration;
+
+use lxmetrics_tests::prometheus::Prometheus;
+use lxmetrics_tests::{free_port, ClientCert, Daemon};
+
+fn trust_metrics(daemon: &Daemon, cert: &std::path::Path) {
+    let out = daemon.cli(&[
+        "trust",
+        "add",
+        cert.to_str().expect("utf-8"),
+        "--type=metrics",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn prometheus_discovers_and_scrapes_every_member() {
+    let b = Daemon::start(&[]);
+    let b_address = b.address();
+    let a_address = format!("127.0.0.1:{}", free_port());
+    let state = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        state.path().join("config.toml"),
+        format!(
+            "[[cluster.members]]\nname = \"node-a\"\naddress = \"{a_address}\"\n\n\
+             [[cluster.members]]\nname = \"node-b\"\naddress = \"{b_address}\"\n"
+        ),
+    )
+    .expect("config.toml");
+    let a = Daemon::start_raw(state, &["--https-address", &a_address]);
+
+    // The endpoint: http_sd JSON for a trusted certificate, 403 without one.
+    let (status, body) = a.get("/1.0/metrics/targets").await;
+    assert_eq!(status, 200, "{body}");
+    let groups: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(
+        groups,
+        serde_json::json!([
+            {"targets": [a_address], "labels": {"__meta_lxmetrics_member": "node-a"}},
+            {"targets": [b_address], "labels": {"__meta_lxmetrics_member": "node-b"}},
+        ])
+    );
+    let untrusted = a
+        .client_with(None)
+        .get(format!("{}/1.0/metrics/targets", a.url))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(untrusted.status(), 403);
+
+    // One metrics certificate, trusted by both; one CA bundle with both server certs.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).expect("mkdir tls");
+    let metrics = ClientCert::generate("prometheus.local");
+    let cert = metrics.write(&tls, "metrics");
+    trust_metrics(&a, &cert);
+    trust_metrics(&b, &cert);
+    let bundle = [a.server_cert_pem(), b.server_cert_pem()].concat();
+    std::fs::write(tls.join("servers.crt"), bundle).expect("CA bundle");
+
+    let config = format!(
+        r#"global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+  - job_name: lxmetrics
+    scheme: https
+    metrics_path: /1.0/metrics
+    tls_config: &tls
+      ca_file: tls/servers.crt
+      cert_file: tls/metrics.crt
+      key_file: tls/metrics.key
+    http_sd_configs:
+      - url: https://{a_address}/1.0/metrics/targets
+        refresh_interval: 1s
+        tls_config: *tls
+    relabel_configs:
+      - source_labels: [__meta_lxmetrics_member]
+        target_label: member
+"#
+    );
+    let prometheus = Prometheus::start(dir.path(), &config, &[]);
+    let up = prometheus
+        .wait_for("up{job=\"lxmetrics\"} == 1", Duration::from_secs(60), |r| {
+            r.len() == 2
+        })
+        .await;
+    let mut members: Vec<&str> = up
+        .iter()
+        .map(|s| s["metric"]["member"].as_str().unwrap_or_default())
+        .collect();
+    members.sort_unstable();
+    assert_eq!(members, ["node-a", "node-b"]);
+    // Both daemons' own series arrived, labelled by member.
+    prometheus
+        .wait_for(
+            "count by (member) (lxd_uptime_seconds)",
+            Duration::from_secs(30),
+            |r| r.len() == 2,
+        )
+        .await;
+}
