@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -86,13 +87,17 @@ impl RequestResult {
 }
 
 /// Daemon-wide counters the server updates and the metrics endpoint reads.
-#[derive(Debug)]
 pub struct DaemonTelemetry {
     started: Instant,
     started_wall: SystemTime,
     completed: Mutex<BTreeMap<(&'static str, RequestResult), u64>>,
     ongoing: AtomicI64,
+    sources: Mutex<Vec<TelemetrySource>>,
 }
+
+/// Daemon families from another part of the daemon (the remote-write pusher), computed per
+/// request like the rest. Name them `metrics_*`, a prefix collectors cannot use.
+pub type TelemetrySource = Arc<dyn Fn() -> Vec<Family> + Send + Sync>;
 
 impl Default for DaemonTelemetry {
     fn default() -> Self {
@@ -101,7 +106,17 @@ impl Default for DaemonTelemetry {
             started_wall: SystemTime::now(),
             completed: Mutex::new(BTreeMap::new()),
             ongoing: AtomicI64::new(0),
+            sources: Mutex::new(Vec::new()),
         }
+    }
+}
+
+impl std::fmt::Debug for DaemonTelemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonTelemetry")
+            .field("started", &self.started)
+            .field("ongoing", &self.ongoing)
+            .finish_non_exhaustive()
     }
 }
 
@@ -183,8 +198,25 @@ impl DaemonTelemetry {
         refreshed.push_unscoped([""; 0], refreshes as f64);
         out.push(refreshed);
 
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for source in sources {
+            out.extend(source());
+        }
+
         out.extend(self.process_families());
         out
+    }
+
+    /// Adds a source of daemon families, shown on every scrape from now on.
+    pub fn add_source(&self, source: TelemetrySource) {
+        self.sources
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(source);
     }
 
     /// `process_*` from `/proc/self`; a value that cannot be read is left out.

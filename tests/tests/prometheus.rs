@@ -4,44 +4,14 @@
 //! host (the target is 127.0.0.1, the name is the host name in the certificate's SANs).
 //! Asserted through Prometheus' HTTP API: `up == 1` and an `lxd_` series arrived.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use lxmetrics_tests::{require_program, ClientCert, Daemon};
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn query(client: &reqwest::Client, prometheus: &str, expr: &str) -> serde_json::Value {
-    client
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", expr)])
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .map(|r| r.json::<serde_json::Value>())
-        .expect("Prometheus query")
-        .await
-        .unwrap_or_default()
-}
+use lxmetrics_tests::prometheus::Prometheus;
+use lxmetrics_tests::{ClientCert, Daemon};
 
 #[tokio::test]
 async fn prometheus_scrapes_over_mtls_with_server_name() {
-    let prometheus = require_program("prometheus", "prometheus");
     let daemon = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
@@ -75,50 +45,17 @@ async fn prometheus_scrapes_over_mtls_with_server_name() {
             "# server_name: 'my-host'",
             &format!("server_name: '{host_name}'"),
         );
-    std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
-    let port = free_port();
-    let _server = KillOnDrop(
-        Command::new(prometheus)
-            .current_dir(dir.path())
-            .arg("--config.file=prometheus.yml")
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus"),
-    );
-    let api = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if Instant::now() > deadline {
-            let targets = client.get(format!("{api}/api/v1/targets")).send().await;
-            let detail = match targets {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(e) => e.to_string(),
-            };
-            panic!("Prometheus never scraped the daemon successfully: {detail}");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if client.get(format!("{api}/-/ready")).send().await.is_err() {
-            continue;
-        }
-        let up = query(&client, &api, "up{job=\"lxd\"}").await;
-        let uptime = query(&client, &api, "lxd_uptime_seconds").await;
-        let up_value = up["data"]["result"][0]["value"][1]
-            .as_str()
-            .map(str::to_owned);
-        let has_uptime = uptime["data"]["result"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty());
-        if up_value.as_deref() == Some("1") && has_uptime {
-            break;
-        }
-    }
+    let prometheus = Prometheus::start(dir.path(), &config, &[]);
+    prometheus
+        .wait_for("up{job=\"lxd\"} == 1", Duration::from_secs(60), |r| {
+            !r.is_empty()
+        })
+        .await;
+    prometheus
+        .wait_for("lxd_uptime_seconds", Duration::from_secs(30), |r| {
+            !r.is_empty()
+        })
+        .await;
 }
 
 /// The host name the daemon put in its certificate's DNS SAN.

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use lxmetrics_tests::prometheus::Prometheus;
-use lxmetrics_tests::{fixture_state_dir, Daemon};
+use lxmetrics_tests::{fixture_state_dir, sample_value, Daemon};
 
 const RECEIVER: &[&str] = &["--web.enable-remote-write-receiver"];
 const NO_SCRAPES: &str = "global:\n  scrape_interval: 1m\n";
@@ -115,4 +115,18 @@ async fn a_receiver_outage_costs_bounded_memory_and_pushing_resumes() {
     );
     let log = daemon.stderr_lines().join("\n");
     assert!(log.contains("reachable again"), "{log}");
+
+    // The daemon's own metrics tell the story.
+    let (_, body) = daemon.get("/1.0/metrics").await;
+    let metric = |series: &str| sample_value(&body, series).unwrap_or(f64::NAN);
+    assert!(
+        metric("lxd_metrics_remote_write_retries_total") >= 1.0,
+        "{body}"
+    );
+    assert!(metric("lxd_metrics_remote_write_batches_total{result=\"sent\"}") >= 10.0);
+    assert_eq!(
+        metric("lxd_metrics_remote_write_batches_total{result=\"dropped\"}"),
+        0.0
+    );
+    assert!(metric("lxd_metrics_remote_write_last_success_timestamp_seconds") > 1.7e9);
 }

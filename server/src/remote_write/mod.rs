@@ -11,8 +11,11 @@
 
 pub mod proto;
 pub mod queue;
+pub mod stats;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lxmetrics_core::config::RemoteWriteConfig;
@@ -22,6 +25,7 @@ use tokio::sync::watch;
 
 use self::proto::PushContext;
 use self::queue::BatchQueue;
+use self::stats::PushStats;
 
 /// Why the pusher could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +56,7 @@ pub struct RemoteWriter {
     external_labels: Vec<(String, String)>,
     metrics: MetricsService,
     max_queue_bytes: u64,
+    stats: Arc<PushStats>,
 }
 
 /// How a send ended.
@@ -124,7 +129,13 @@ impl RemoteWriter {
                 .into_owned();
             external_labels.push(("instance".into(), host));
         }
+        let stats = Arc::new(PushStats::default());
+        let source = stats.clone();
+        metrics
+            .telemetry()
+            .add_source(Arc::new(move || source.families()));
         Ok(Some(RemoteWriter {
+            stats,
             url,
             interval: config.interval,
             client: builder.build().map_err(client_error)?,
@@ -150,6 +161,7 @@ impl RemoteWriter {
                 _ = stop.wait_for(|s| *s) => break,
             }
             let dropped = self.take_snapshot(&mut queue).await;
+            self.stats.dropped.fetch_add(dropped, Ordering::Relaxed);
             if dropped > 0 {
                 tracing::warn!(
                     dropped,
@@ -164,6 +176,11 @@ impl RemoteWriter {
                 match self.send(batch.to_vec()).await {
                     Sent::Accepted => {
                         queue.pop();
+                        self.stats.sent.fetch_add(1, Ordering::Relaxed);
+                        let now_ms = SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                        self.stats.last_success_ms.store(now_ms, Ordering::Relaxed);
                         retry_at = None;
                         delay = FIRST_RETRY;
                         if let Some((since, _)) = failing_since.take() {
@@ -175,6 +192,7 @@ impl RemoteWriter {
                         }
                     }
                     Sent::Retry(why) => {
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
                         if failing_since.as_ref().is_none_or(|(_, last)| *last != why) {
                             tracing::warn!(url = %self.url, "remote write failed, retrying: {why}");
                         }
@@ -187,10 +205,14 @@ impl RemoteWriter {
                     }
                     Sent::Refused(why) => {
                         queue.pop();
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(url = %self.url, "remote write batch refused, dropped: {why}");
                     }
                 }
             }
+            self.stats
+                .queue_bytes
+                .store(queue.bytes(), Ordering::Relaxed);
         }
     }
 
