@@ -52,6 +52,14 @@ impl Prometheus {
         }
     }
 
+    /// Queries through `api` with `client` instead (a Prometheus whose web server wants
+    /// TLS or authentication, set with `--web.config.file`).
+    pub fn with_api(mut self, api: String, client: reqwest::Client) -> Self {
+        self.api = api;
+        self.client = client;
+        self
+    }
+
     /// Stops it (SIGKILL) and waits.
     pub fn stop(mut self) {
         let _ = self.child.kill();

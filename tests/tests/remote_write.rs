@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use lxmetrics_tests::prometheus::Prometheus;
-use lxmetrics_tests::{fixture_state_dir, sample_value, Daemon};
+use lxmetrics_tests::{fixture_state_dir, sample_value, ClientCert, Daemon};
 
 const RECEIVER: &[&str] = &["--web.enable-remote-write-receiver"];
 const NO_SCRAPES: &str = "global:\n  scrape_interval: 1m\n";
@@ -129,4 +129,102 @@ async fn a_receiver_outage_costs_bounded_memory_and_pushing_resumes() {
         0.0
     );
     assert!(metric("lxd_metrics_remote_write_last_success_timestamp_seconds") > 1.7e9);
+}
+
+/// bcrypt of "push-secret" (made with Python's bcrypt.hashpw, cost 10), for Prometheus'
+/// `basic_auth_users`.
+const PASSWORD_HASH: &str = "$2b$10$PB2hcm1Qms/tItBTsiL1MucuxmhK8rl0w.0abdf9oWQvIzTAN35x.";
+/// `Authorization` for tenant:push-secret.
+const BASIC: &str = "Basic dGVuYW50OnB1c2gtc2VjcmV0";
+
+#[tokio::test]
+async fn pushes_over_mutual_tls_with_basic_auth() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    // The receiver's server certificate (IP SAN 127.0.0.1) and the daemon's push identity.
+    let receiver = ClientCert::generate("127.0.0.1");
+    receiver.write(d, "receiver");
+    let push = ClientCert::generate("push.local");
+    push.write(d, "push");
+    std::fs::write(d.join("password"), "push-secret\n").expect("password file");
+    std::fs::write(
+        d.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: receiver.crt\n  key_file: receiver.key\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: push.crt\n\
+             basic_auth_users:\n  tenant: '{PASSWORD_HASH}'\n"
+        ),
+    )
+    .expect("web.yml");
+    let prometheus = Prometheus::start(
+        d,
+        NO_SCRAPES,
+        &[
+            "--web.enable-remote-write-receiver",
+            "--web.config.file=web.yml",
+        ],
+    );
+    let port = prometheus.port;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        reqwest::header::HeaderValue::from_static(BASIC),
+    );
+    let api_client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(receiver.cert_pem.as_bytes()).expect("receiver cert"),
+        )
+        .identity(
+            reqwest::Identity::from_pem(format!("{}{}", push.cert_pem, push.key_pem).as_bytes())
+                .expect("identity"),
+        )
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    let prometheus = prometheus.with_api(format!("https://127.0.0.1:{port}"), api_client);
+
+    let config = |password_file: &str| {
+        format!(
+            "[remote_write]\nurl = \"https://127.0.0.1:{port}/api/v1/write\"\ninterval = \"500ms\"\n\
+             [remote_write.external_labels]\nhost = \"tls-host\"\n\
+             [remote_write.tls]\nca_file = \"{d}/receiver.crt\"\ncert_file = \"{d}/push.crt\"\nkey_file = \"{d}/push.key\"\n\
+             [remote_write.basic_auth]\nusername = \"tenant\"\npassword_file = \"{password_file}\"\n",
+            d = d.display()
+        )
+    };
+    let daemon = Daemon::start_in(
+        fixture_state_dir("v2", &config(&format!("{}/password", d.display()))),
+        &[],
+    );
+    prometheus
+        .wait_for(
+            "lxd_uptime_seconds{host=\"tls-host\"}",
+            Duration::from_secs(60),
+            |r| !r.is_empty(),
+        )
+        .await;
+
+    // A wrong password is refused for good: counted, not retried forever.
+    std::fs::write(d.join("wrong"), "not-the-password\n").expect("wrong password file");
+    let wrong = Daemon::start_in(
+        fixture_state_dir("v2", &config(&format!("{}/wrong", d.display()))),
+        &[],
+    );
+    let mut refused = 0.0;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let (_, body) = wrong.get("/1.0/metrics").await;
+        refused = sample_value(
+            &body,
+            "lxd_metrics_remote_write_batches_total{result=\"refused\"}",
+        )
+        .unwrap_or(0.0);
+        if refused >= 1.0 {
+            break;
+        }
+    }
+    assert!(refused >= 1.0, "a 401 was not counted as refused");
+    drop(daemon);
 }
