@@ -37,11 +37,6 @@ pub struct ScrapeBody {
 }
 
 impl ScrapeBody {
-    /// The parts, in order.
-    pub fn parts(&self) -> &[Bytes] {
-        &self.parts
-    }
-
     /// Hands over the parts.
     pub fn into_parts(self) -> Vec<Bytes> {
         self.parts

@@ -11,7 +11,7 @@
 //! is logged once. When a command ends or times out its whole process group is killed, so
 //! a hanging script leaves nothing behind.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -124,7 +124,7 @@ impl ExecCollector {
         if settings.concurrency == 0 {
             return Err("collectors.exec.concurrency: must be at least 1".into());
         }
-        let mut names = std::collections::HashSet::new();
+        let mut names = HashSet::new();
         for (i, spec) in settings.commands.iter().enumerate() {
             let key = format!("collectors.exec.commands[{i}]");
             if spec.name.is_empty() || !names.insert(spec.name.as_str()) {
@@ -224,7 +224,7 @@ impl Collector for ExecCollector {
             RelayedFamilies::new(&self.metric_prefix, "Metric printed by an exec command");
         let mut success = Family::new(SUCCESS, &["command"]);
         let mut duration = Family::new(DURATION, &["command"]);
-        let mut seen = Vec::with_capacity(runs.len());
+        let mut seen = HashSet::with_capacity(runs.len());
         for run in runs {
             let spec = &self.commands[run.command];
             let source = match run.instance.and_then(|i| scope.instances.get(i as usize)) {
@@ -250,9 +250,9 @@ impl Collector for ExecCollector {
                     duration.push_unscoped([spec.name.as_str()], run.took.as_secs_f64());
                 }
             }
-            seen.push(source);
+            seen.insert(source);
         }
-        self.problems.retain(&|s| seen.iter().any(|x| x == s));
+        self.problems.retain(&seen);
         let mut collection = Collection::new();
         collection.families = relayed.into_families();
         collection.push(success);

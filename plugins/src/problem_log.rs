@@ -4,7 +4,7 @@
 //! eight seconds. [`ProblemLog`] remembers the last problem of each source and logs only
 //! when it appears, changes, or goes away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 /// The last problem of each source, for change-only logging.
@@ -45,19 +45,27 @@ impl ProblemLog {
 
     /// Forgets sources not seen this refresh (deleted files, stopped instances), so the
     /// map does not grow with every instance that ever existed.
-    pub fn retain(&self, seen: &dyn Fn(&str) -> bool) {
+    pub fn retain(&self, seen: &HashSet<String>) {
         if let Ok(mut last) = self.last.lock() {
-            last.retain(|source, _| seen(source));
+            last.retain(|source, _| seen.contains(source));
         }
     }
+}
 
-    /// The problems currently remembered (for tests).
-    pub fn len(&self) -> usize {
-        self.last.lock().map_or(0, |l| l.len())
-    }
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    /// True when no source has a problem.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    #[test]
+    fn a_problem_is_remembered_until_fixed_or_gone() {
+        let log = ProblemLog::new("test");
+        log.record("a.prom", Err("line 1: bad"));
+        log.record("b.prom", Err("line 2: bad"));
+        log.record("a.prom", Err("line 1: bad"));
+        assert_eq!(log.last.lock().unwrap().len(), 2);
+        log.record("a.prom", Ok(()));
+        assert!(!log.last.lock().unwrap().contains_key("a.prom"));
+        log.retain(&HashSet::new());
+        assert!(log.last.lock().unwrap().is_empty(), "b.prom vanished");
     }
 }

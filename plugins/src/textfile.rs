@@ -14,7 +14,7 @@
 //! that can write its own directory cannot make the daemon read anything else (or block
 //! on a FIFO).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -135,6 +135,7 @@ struct Reader {
 struct FileStatus {
     instance: Option<InstanceIndex>,
     file: String,
+    served: bool,
     mtime: Option<f64>,
 }
 
@@ -142,7 +143,7 @@ impl Reader {
     fn read_all(&self, instances: &[Instance]) -> Result<Collection, CollectError> {
         let mut relayed = RelayedFamilies::new(&self.metric_prefix, "Metric read from a textfile");
         let mut statuses = Vec::new();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         let by_project_name: HashMap<(&str, &str), InstanceIndex> = (0..)
             .zip(instances)
             .map(|(i, inst)| ((inst.project.as_str(), inst.name.as_str()), i))
@@ -165,12 +166,11 @@ impl Reader {
             } else if is_textfile_name(file_name) {
                 let source = file_name.to_owned();
                 let status = self.read_source(&path, &source, None, &mut relayed);
-                seen.push(source);
+                seen.insert(source);
                 statuses.push(status);
             }
         }
-        self.problems
-            .retain(&|source| seen.iter().any(|s| s == source));
+        self.problems.retain(&seen);
 
         let mut collection = Collection::new();
         collection.families = relayed.into_families();
@@ -181,7 +181,7 @@ impl Reader {
                 &mut errors,
                 status.instance,
                 &status.file,
-                f64::from(u8::from(status.mtime.is_none())),
+                f64::from(u8::from(!status.served)),
             );
             if let Some(mtime) = status.mtime {
                 push(&mut mtimes, status.instance, &status.file, mtime);
@@ -200,7 +200,7 @@ impl Reader {
         instances: &HashMap<(&str, &str), InstanceIndex>,
         relayed: &mut RelayedFamilies,
         statuses: &mut Vec<FileStatus>,
-        seen: &mut Vec<String>,
+        seen: &mut HashSet<String>,
     ) {
         let Ok(entries) = self.sorted_entries(dir) else {
             return;
@@ -228,7 +228,7 @@ impl Reader {
                 let source = format!("{project}/{name}/{file_name}");
                 let mut status = self.read_source(&file, &source, Some(instance), relayed);
                 status.file = file_name.to_owned();
-                seen.push(source);
+                seen.insert(source);
                 statuses.push(status);
             }
         }
@@ -245,18 +245,20 @@ impl Reader {
         let outcome = read_textfile(path, self.max_file_bytes).and_then(|(text, metadata)| {
             let families = prom_text::parse(&text).map_err(|e| e.to_string())?;
             relayed.add(families, instance)?;
+            // A modification time the file system cannot give is left out, not sent as 0.
             Ok(metadata
                 .modified()
                 .ok()
                 .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0.0, |d| d.as_secs_f64()))
+                .map(|d| d.as_secs_f64()))
         });
         self.problems
             .record(source, outcome.as_ref().map(|_| ()).map_err(String::as_str));
         FileStatus {
             instance,
             file: source.to_owned(),
-            mtime: outcome.ok(),
+            served: outcome.is_ok(),
+            mtime: outcome.ok().flatten(),
         }
     }
 

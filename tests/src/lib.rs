@@ -452,3 +452,30 @@ pub fn raise_fd_limit() {
     )
     .expect("raise the open-file limit");
 }
+
+/// Runs `promtool check metrics` (Debian package `prometheus`) on `body`: its exit code
+/// (0 clean, 3 lint findings, 1 parse error) and its report (stdout and stderr).
+pub fn promtool_check_metrics(body: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let promtool = require_program("promtool", "prometheus");
+    let mut child = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool stdin")
+        .write_all(body.as_bytes())
+        .expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool ran");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code(), report)
+}

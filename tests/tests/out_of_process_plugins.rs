@@ -7,12 +7,10 @@
 //! timeout without failing the refresh; and neither a file nor a command can set the
 //! labels of another instance.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lxmetrics_tests::{fixture_state_dir, require_program, Daemon};
+use lxmetrics_tests::{fixture_state_dir, Daemon};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);
@@ -180,24 +178,9 @@ async fn textfiles_and_commands_are_relayed_under_the_rules() {
     );
 
     // The relayed output is valid exposition.
-    let promtool = require_program("promtool", "prometheus");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start promtool");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(body.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool ran");
-    let report = String::from_utf8_lossy(&out.stderr);
+    let (code, report) = lxmetrics_tests::promtool_check_metrics(&body);
     assert!(
-        !report.contains("parsing error") && out.status.code() != Some(1),
+        !report.contains("parsing error") && code != Some(1),
         "promtool could not parse the output: {report}"
     );
 }

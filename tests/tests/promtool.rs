@@ -3,8 +3,6 @@
 //! "promtool lint exceptions" table. The test reads that table, so the documented list
 //! and the accepted list are the same list.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,7 +16,7 @@ use lxmetrics_core::instance::{Instance, InstanceType};
 use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
-use lxmetrics_tests::{require_program, workspace_root, Daemon};
+use lxmetrics_tests::{promtool_check_metrics, workspace_root, Daemon};
 
 /// One documented exception: a metric name (or prefix ending in `*`) and the message.
 struct Exception {
@@ -51,26 +49,7 @@ fn documented_exceptions() -> Vec<Exception> {
 
 /// Runs promtool on `body` and returns the problems not covered by the documented list.
 fn undocumented_problems(body: &str) -> Vec<String> {
-    let promtool = require_program("promtool", "prometheus");
-    let mut child = Command::new(promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, report) = promtool_check_metrics(body);
     let exceptions = documented_exceptions();
     let problems: Vec<String> = report
         .lines()
@@ -89,7 +68,7 @@ fn undocumented_problems(body: &str) -> Vec<String> {
         .collect();
     // promtool exits 3 for lint findings and 1 for parse errors; a parse error always
     // shows up as an undocumented line.
-    if !out.status.success() && out.status.code() != Some(3) {
+    if code != Some(0) && code != Some(3) {
         assert!(
             !problems.is_empty(),
             "promtool failed without output: {report}"

@@ -72,6 +72,7 @@ pub fn encode_batches(context: &PushContext<'_>, families: &[&Family]) -> Vec<Ve
     let mut buffer = Vec::with_capacity(256 * 1024);
     let mut in_buffer = 0;
     let mut series = TimeSeries::default();
+    let mut pool = Vec::new();
     for family in families {
         let name = match family.desc.namespace {
             Namespace::Prefixed if !context.prefix.is_empty() => {
@@ -80,7 +81,7 @@ pub fn encode_batches(context: &PushContext<'_>, families: &[&Family]) -> Vec<Ve
             _ => family.desc.name.to_string(),
         };
         for sample in &family.samples {
-            fill(&mut series, context, &name, family, sample);
+            fill(&mut series, &mut pool, context, &name, family, sample);
             // Field 1 of WriteRequest, length-delimited: requests concatenate.
             prost::encoding::message::encode(1, &series, &mut buffer);
             in_buffer += 1;
@@ -97,42 +98,46 @@ pub fn encode_batches(context: &PushContext<'_>, families: &[&Family]) -> Vec<Ve
     batches
 }
 
+/// Fills `series` for one sample. Label strings come back through `pool` after each
+/// series, so once the buffers have grown there is no allocation per sample.
 fn fill(
     series: &mut TimeSeries,
+    pool: &mut Vec<Label>,
     context: &PushContext<'_>,
     name: &str,
     family: &Family,
     sample: &Sample,
 ) {
+    pool.append(&mut series.labels);
     let labels = &mut series.labels;
-    labels.clear();
-    let mut push = |name: &str, value: &str| {
-        labels.push(Label {
-            name: name.to_owned(),
-            value: value.to_owned(),
-        })
+    let mut push = |labels: &mut Vec<Label>, name: &str, value: &str| {
+        let mut label = pool.pop().unwrap_or_default();
+        label.name.clear();
+        label.name.push_str(name);
+        label.value.clear();
+        label.value.push_str(value);
+        labels.push(label);
     };
-    push("__name__", name);
+    push(labels, "__name__", name);
     if let Some(instance) = sample
         .instance
         .and_then(|i| context.instances.get(i as usize))
     {
-        push("name", &instance.name);
-        push("project", &instance.project);
-        push("type", instance.kind.as_str());
+        push(labels, "name", &instance.name);
+        push(labels, "project", &instance.project);
+        push(labels, "type", instance.kind.as_str());
     }
     for (label, value) in family.label_names.iter().zip(&sample.label_values) {
-        push(label, value);
+        push(labels, label, value);
     }
+    let own = labels.len();
     for (label, value) in context.external_labels {
-        if !labels.iter().any(|l| &l.name == label) {
-            labels.push(Label {
-                name: label.clone(),
-                value: value.clone(),
-            });
+        // A series' own label wins over an external one of the same name.
+        if !labels[..own].iter().any(|l| &l.name == label) {
+            push(labels, label, value);
         }
     }
-    labels.sort_by(|a, b| a.name.cmp(&b.name));
+    labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     series.samples.clear();
     series.samples.push(WireSample {
         value: sample.value,
