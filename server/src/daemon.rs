@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use arc_swap::ArcSwap;
 use lxmetrics_core::cache::MetricsCache;
 use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
@@ -96,7 +97,7 @@ pub async fn run(
     let cache = MetricsCache::new(Arc::new(engine), config.metrics.cache_ttl);
     let telemetry = Arc::new(DaemonTelemetry::default());
     let state = AppState {
-        cluster: config.cluster.members.clone().into(),
+        cluster: Arc::new(ArcSwap::from_pointee(config.cluster.members.clone())),
         metrics: MetricsService::new(cache, telemetry.clone(), config.metrics.prefix.as_str()),
         trust,
         metrics_authentication: config.core.metrics_authentication,
@@ -161,6 +162,13 @@ pub async fn run(
                         continue;
                     }
                 };
+                if **state.cluster.load() != new.cluster.members {
+                    tracing::info!(
+                        members = new.cluster.members.len(),
+                        "SIGHUP: cluster members reloaded"
+                    );
+                    state.cluster.store(Arc::new(new.cluster.members.clone()));
+                }
                 if Some(new.core.https_address) != https.address {
                     match bind_tls(
                         new.core.https_address,
@@ -244,7 +252,8 @@ enum Signal {
     Hangup,
 }
 
-/// SIGTERM/SIGINT end the daemon; SIGHUP reloads the listener addresses.
+/// SIGTERM/SIGINT end the daemon; SIGHUP reloads the listener addresses and the
+/// cluster members.
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use base64::Engine;
+use lxmetrics_core::config::ClusterMember;
 use lxmetrics_core::exposition::negotiate::{encoding_from_accept_encoding, format_from_accept};
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
@@ -44,8 +46,8 @@ pub struct AppState {
     pub server_fingerprint: Arc<str>,
     /// PKI mode's CA and revocation list, when enabled.
     pub pki: Option<Arc<crate::pki::Pki>>,
-    /// `cluster.members`, listed on `GET /1.0/metrics/targets`.
-    pub cluster: Arc<[lxmetrics_core::config::ClusterMember]>,
+    /// `cluster.members`, listed on `GET /1.0/metrics/targets`; replaced on SIGHUP.
+    pub cluster: Arc<ArcSwap<Vec<ClusterMember>>>,
 }
 
 /// Which endpoints a listener serves.
@@ -320,6 +322,7 @@ fn cluster_targets(access: &Access, state: &AppState) -> Response {
     }
     let groups: Vec<serde_json::Value> = state
         .cluster
+        .load()
         .iter()
         .map(|member| {
             serde_json::json!({

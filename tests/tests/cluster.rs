@@ -109,3 +109,68 @@ scrape_configs:
         )
         .await;
 }
+
+/// A node joins the cluster without a restart: the operator edits `cluster.members` and
+/// sends SIGHUP; a broken edit is refused and the old list stays.
+#[tokio::test]
+async fn sighup_reloads_cluster_members() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let config = state.path().join("config.toml");
+    let member = |name: &str, address: &str| {
+        format!("[[cluster.members]]\nname = \"{name}\"\naddress = \"{address}\"\n\n")
+    };
+    std::fs::write(&config, member("node-a", "127.0.0.1:8444")).expect("config.toml");
+    let daemon = Daemon::start_raw(state, &[]);
+    let targets = |body: &str| -> serde_json::Value { serde_json::from_str(body).expect("JSON") };
+    let (status, body) = daemon.get("/1.0/metrics/targets").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(targets(&body).as_array().map(Vec::len), Some(1), "{body}");
+
+    let two = format!(
+        "{}{}",
+        member("node-a", "127.0.0.1:8444"),
+        member("node-b", "[::1]:8444")
+    );
+    std::fs::write(&config, &two).expect("config.toml");
+    daemon.signal(rustix::process::Signal::HUP);
+    let want = serde_json::json!([
+        {"targets": ["127.0.0.1:8444"], "labels": {"__meta_lxmetrics_member": "node-a"}},
+        {"targets": ["[::1]:8444"], "labels": {"__meta_lxmetrics_member": "node-b"}},
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = daemon.get("/1.0/metrics/targets").await;
+        assert_eq!(status, 200, "{body}");
+        if targets(&body) == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload the members: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Two members with one name: refused, logged, the two-member list stays.
+    std::fs::write(
+        &config,
+        format!("{two}{}", member("node-b", "127.0.0.2:8444")),
+    )
+    .expect("config.toml");
+    daemon.signal(rustix::process::Signal::HUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !daemon
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("not reloaded"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refused reload is not logged: {:?}",
+            daemon.stderr_lines()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, body) = daemon.get("/1.0/metrics/targets").await;
+    assert_eq!(targets(&body), want);
+}
