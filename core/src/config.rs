@@ -91,7 +91,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             cache_ttl: Duration::from_secs(8),
             collector_timeout: Duration::from_secs(5),
-            prefix: MetricPrefix("lxd".into()),
+            prefix: MetricPrefix(DEFAULT_METRIC_PREFIX.into()),
         }
     }
 }
@@ -293,6 +293,9 @@ impl<'de> Deserialize<'de> for ListenAddress {
         text.parse().map_err(serde::de::Error::custom)
     }
 }
+
+/// `metrics.prefix` when not configured: LXD's own.
+pub const DEFAULT_METRIC_PREFIX: &str = "lxd";
 
 /// A metric name prefix: a valid label-like name, or empty for no prefix.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metric::{Family, MetricDesc, Namespace};
+use crate::metric::{Family, MetricDesc};
 use crate::process;
 use crate::snapshot::{ProjectFilter, Snapshot};
 
@@ -37,12 +37,20 @@ const REFRESHES: MetricDesc = MetricDesc::counter(
     "Metric collections actually run (cache misses)",
 );
 
-/// Whether a collector family would collide with a daemon metric.
-pub fn is_reserved(desc: &MetricDesc) -> bool {
-    match desc.namespace {
-        Namespace::Bare => desc.name.starts_with("process_"),
-        Namespace::Prefixed => {
-            [
+/// Whether a collector family served as `rendered` (its full name under `prefix`, see
+/// [`MetricDesc::rendered_name`]) would collide with a daemon metric: the `process_*`
+/// names, the daemon's own names, and everything under `<prefix>_metrics_`.
+pub fn is_reserved(rendered: &str, prefix: &str) -> bool {
+    if rendered.starts_with("process_") {
+        return true;
+    }
+    let unprefixed = match prefix {
+        "" => Some(rendered),
+        p => rendered.strip_prefix(p).and_then(|r| r.strip_prefix('_')),
+    };
+    unprefixed.is_some_and(|name| {
+        name.starts_with("metrics_")
+            || [
                 &UPTIME,
                 &INSTANCES,
                 &API_COMPLETED,
@@ -50,10 +58,8 @@ pub fn is_reserved(desc: &MetricDesc) -> bool {
                 &REFRESHES,
             ]
             .iter()
-            .any(|d| d.name == desc.name)
-                || desc.name.starts_with("metrics_")
-        }
-    }
+            .any(|d| d.name == name)
+    })
 }
 
 /// How an API request ended, as LXD labels it.
@@ -299,13 +305,32 @@ mod tests {
 
     #[test]
     fn reserved_names() {
-        assert!(is_reserved(&MetricDesc::gauge("uptime_seconds", "")));
-        assert!(is_reserved(&MetricDesc::gauge("metrics_anything", "")));
-        assert!(is_reserved(
-            &MetricDesc::gauge("process_open_fds", "").bare()
+        let reserved =
+            |desc: MetricDesc, prefix: &str| is_reserved(&desc.rendered_name(prefix), prefix);
+        assert!(reserved(MetricDesc::gauge("uptime_seconds", ""), "lxd"));
+        assert!(reserved(MetricDesc::gauge("metrics_anything", ""), "lxd"));
+        assert!(reserved(
+            MetricDesc::gauge("process_open_fds", "").bare(),
+            "lxd"
         ));
-        assert!(!is_reserved(&MetricDesc::gauge("process_open_fds", "")));
-        assert!(!is_reserved(&MetricDesc::gauge("cpu_seconds_total", "")));
+        assert!(!reserved(MetricDesc::gauge("process_open_fds", ""), "lxd"));
+        assert!(!reserved(MetricDesc::gauge("cpu_seconds_total", ""), "lxd"));
+        // Judged by the served name: a bare name spelled with the prefix is the same.
+        assert!(reserved(
+            MetricDesc::gauge("lxd_uptime_seconds", "").bare(),
+            "lxd"
+        ));
+        assert!(reserved(
+            MetricDesc::gauge("incus_metrics_x", "").bare(),
+            "incus"
+        ));
+        assert!(!reserved(
+            MetricDesc::gauge("lxd_uptime_seconds", "").bare(),
+            "incus"
+        ));
+        // Without a prefix, a prefixed `process_*` is served as the standard name.
+        assert!(reserved(MetricDesc::gauge("process_open_fds", ""), ""));
+        assert!(reserved(MetricDesc::gauge("uptime_seconds", "").bare(), ""));
     }
 
     #[test]

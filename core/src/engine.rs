@@ -44,6 +44,7 @@ pub struct RefreshEngine {
     refreshes: AtomicU64,
     slow_after: Option<Duration>,
     after_refresh: Option<Arc<dyn Fn() + Send + Sync>>,
+    prefix: Arc<str>,
 }
 
 impl RefreshEngine {
@@ -70,7 +71,15 @@ impl RefreshEngine {
             refreshes: AtomicU64::new(0),
             slow_after: None,
             after_refresh: None,
+            prefix: Arc::from(crate::config::DEFAULT_METRIC_PREFIX),
         }
+    }
+
+    /// The prefix snapshots are served under (`metrics.prefix`; `lxd` if not set): family
+    /// names are checked for collisions as served.
+    pub fn with_metric_prefix(mut self, prefix: &str) -> Self {
+        self.prefix = Arc::from(prefix);
+        self
     }
 
     /// How many refreshes have run (`lxd_metrics_refreshes_total`).
@@ -101,7 +110,7 @@ impl RefreshEngine {
             .map(|slot| self.start(slot, scope.clone()))
             .collect();
 
-        let mut builder = SnapshotBuilder::new(instances);
+        let mut builder = SnapshotBuilder::new(instances).with_prefix(self.prefix.clone());
         builder.add_status(discovery_status);
         for (slot, run) in self.slots.iter().zip(runs) {
             let outcome = match run {

@@ -100,6 +100,16 @@ impl MetricDesc {
         self.namespace = Namespace::Bare;
         self
     }
+
+    /// The name as Prometheus sees it under `prefix` (`metrics.prefix`): collisions are
+    /// judged on this, so a bare `lxd_cpu_seconds_total` and a prefixed
+    /// `cpu_seconds_total` are the same family.
+    pub fn rendered_name(&self, prefix: &str) -> String {
+        match self.namespace {
+            Namespace::Prefixed if !prefix.is_empty() => format!("{prefix}_{}", self.name),
+            _ => self.name.to_string(),
+        }
+    }
 }
 
 /// Label values of one sample, in the order of its family's label names.

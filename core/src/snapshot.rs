@@ -14,6 +14,7 @@ use std::time::Duration;
 use compact_str::CompactString;
 
 use crate::collector::Collection;
+use crate::config::DEFAULT_METRIC_PREFIX;
 use crate::daemon_metrics;
 use crate::exposition::text::render_instance_labels;
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
@@ -148,19 +149,30 @@ impl Snapshot {
 pub struct SnapshotBuilder {
     instances: Arc<[Instance]>,
     families: Vec<Family>,
-    names: HashSet<(crate::metric::Namespace, String)>,
+    /// `metrics.prefix`: names are compared as they will be served.
+    prefix: Arc<str>,
+    /// Served names of the families taken so far.
+    names: HashSet<String>,
     statuses: Vec<CollectorStatus>,
 }
 
 impl SnapshotBuilder {
-    /// Starts a snapshot over the instances discovery found.
+    /// Starts a snapshot over the instances discovery found, for the default prefix.
     pub fn new(instances: Arc<[Instance]>) -> Self {
         SnapshotBuilder {
             instances,
             families: Vec::new(),
+            prefix: Arc::from(DEFAULT_METRIC_PREFIX),
             names: HashSet::new(),
             statuses: Vec::new(),
         }
+    }
+
+    /// The prefix the snapshot will be served under (`metrics.prefix`), so that a bare
+    /// family spelled with it cannot shadow a prefixed one or a daemon metric.
+    pub fn with_prefix(mut self, prefix: Arc<str>) -> Self {
+        self.prefix = prefix;
+        self
     }
 
     /// Records a status without output (discovery, or a collector that failed outright).
@@ -196,8 +208,9 @@ impl SnapshotBuilder {
         }
         let mut problems = Vec::new();
         for mut family in families {
-            if let Err(problem) = self.check_family(&family) {
-                problems.push(format!("{}: {problem}", family.desc.name));
+            let rendered = family.desc.rendered_name(&self.prefix);
+            if let Err(problem) = self.check_family(&family, &rendered) {
+                problems.push(format!("{rendered}: {problem}"));
                 continue;
             }
             if !failed.is_empty() {
@@ -206,8 +219,7 @@ impl SnapshotBuilder {
                     .retain(|s| s.instance.is_none_or(|i| failed.binary_search(&i).is_err()));
             }
             dedup_samples(&mut family);
-            self.names
-                .insert((family.desc.namespace, family.desc.name.to_string()));
+            self.names.insert(rendered);
             self.families.push(family);
         }
         let error = (!problems.is_empty()).then(|| {
@@ -225,18 +237,14 @@ impl SnapshotBuilder {
         });
     }
 
-    fn check_family(&self, family: &Family) -> Result<(), String> {
-        let desc = &family.desc;
-        if !is_valid_metric_name(&desc.name) {
+    fn check_family(&self, family: &Family, rendered: &str) -> Result<(), String> {
+        if !is_valid_metric_name(&family.desc.name) {
             return Err("not a valid metric name".into());
         }
-        if daemon_metrics::is_reserved(desc) {
+        if daemon_metrics::is_reserved(rendered, &self.prefix) {
             return Err("name is reserved for daemon metrics".into());
         }
-        if self
-            .names
-            .contains(&(desc.namespace, desc.name.to_string()))
-        {
+        if self.names.contains(rendered) {
             return Err("family already produced by another collector".into());
         }
         for (i, label) in family.label_names.iter().enumerate() {
@@ -411,6 +419,55 @@ mod tests {
         assert_eq!(s.families().len(), 1);
         assert!(s.statuses()[0].success);
         assert!(!s.statuses()[1].success);
+    }
+
+    #[test]
+    fn names_collide_as_served() {
+        let bare = |name: &'static str| {
+            let mut f = Family::new(MetricDesc::gauge(name, "h").bare(), &[]);
+            f.push(0, [""; 0], 1.0);
+            f
+        };
+        for (prefix, first, second, collide) in [
+            ("lxd", cpu(), bare("lxd_cpu_seconds_total"), true),
+            ("incus", cpu(), bare("incus_cpu_seconds_total"), true),
+            ("incus", cpu(), bare("lxd_cpu_seconds_total"), false),
+            ("", cpu(), bare("cpu_seconds_total"), true),
+        ] {
+            let mut first = first;
+            first.push(0, ["user"], 1.0);
+            let mut b = SnapshotBuilder::new(instances()).with_prefix(Arc::from(prefix));
+            for (name, fam) in [("one", first), ("two", second)] {
+                b.add_collection(
+                    name,
+                    Duration::ZERO,
+                    Collection {
+                        families: vec![fam],
+                        ..Default::default()
+                    },
+                );
+            }
+            let s = b.finish();
+            assert_eq!(s.families().len(), if collide { 1 } else { 2 }, "{prefix}");
+            assert_eq!(s.statuses()[1].success, !collide, "{prefix}");
+        }
+        // A bare name spelled like a daemon metric is refused.
+        let mut b = SnapshotBuilder::new(instances());
+        b.add_collection(
+            "x",
+            Duration::ZERO,
+            Collection {
+                families: vec![bare("lxd_uptime_seconds")],
+                ..Default::default()
+            },
+        );
+        let s = b.finish();
+        assert!(s.families().is_empty());
+        let error = s.statuses()[0].error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("lxd_uptime_seconds: name is reserved"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const INSTANCE_LABELS: [&str; 3] = ["name", "project", "type"];
 /// The families relayed so far in one refresh, merged across sources.
 #[derive(Debug)]
 pub struct RelayedFamilies {
+    /// `metrics.prefix`.
+    metric_prefix: String,
+    /// `<metric_prefix>_`, or empty without a prefix.
     reserved_prefix: String,
     default_help: &'static str,
     families: Vec<Family>,
@@ -46,6 +49,7 @@ impl RelayedFamilies {
     /// is shown to every viewer of the family, and a source's path names an instance.
     pub fn new(metric_prefix: &str, default_help: &'static str) -> Self {
         RelayedFamilies {
+            metric_prefix: metric_prefix.to_owned(),
             default_help,
             reserved_prefix: if metric_prefix.is_empty() {
                 String::new()
@@ -131,7 +135,7 @@ impl RelayedFamilies {
                 self.reserved_prefix
             ));
         }
-        if daemon_metrics::is_reserved(&desc) {
+        if daemon_metrics::is_reserved(name, &self.metric_prefix) {
             return Err(format!("{name}: the name belongs to the daemon"));
         }
         // The parser guarantees every sample of a family has the same label names.
