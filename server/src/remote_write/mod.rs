@@ -53,7 +53,7 @@ pub struct RemoteWriter {
     interval: Duration,
     client: reqwest::Client,
     basic_auth: Option<(String, String)>,
-    external_labels: Vec<(String, String)>,
+    external_labels: Arc<[(String, String)]>,
     metrics: MetricsService,
     max_queue_bytes: u64,
     stats: Arc<PushStats>,
@@ -140,7 +140,7 @@ impl RemoteWriter {
             interval: config.interval,
             client: builder.build().map_err(client_error)?,
             basic_auth,
-            external_labels,
+            external_labels: external_labels.into(),
             metrics,
             max_queue_bytes: config.max_queue_bytes,
         }))
@@ -234,15 +234,28 @@ impl RemoteWriter {
         let timestamp_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let context = PushContext {
-            prefix: self.metrics.prefix(),
-            instances: snapshot.instances(),
-            external_labels: &self.external_labels,
-            timestamp_ms,
-        };
-        let families: Vec<_> = snapshot.families().iter().chain(daemon.iter()).collect();
-        let batches = proto::encode_batches(&context, &families);
-        batches.into_iter().map(|b| queue.push(b)).sum()
+        // Encoding a large fleet takes tens of milliseconds (docs/performance.md): off the
+        // async workers, so scrapes are not held up behind it.
+        let prefix: Arc<str> = Arc::from(self.metrics.prefix());
+        let external_labels = self.external_labels.clone();
+        let encoded = tokio::task::spawn_blocking(move || {
+            let context = PushContext {
+                prefix: &prefix,
+                instances: snapshot.instances(),
+                external_labels: &external_labels,
+                timestamp_ms,
+            };
+            let families: Vec<_> = snapshot.families().iter().chain(daemon.iter()).collect();
+            proto::encode_batches(&context, &families)
+        })
+        .await;
+        match encoded {
+            Ok(batches) => batches.into_iter().map(|b| queue.push(b)).sum(),
+            Err(e) => {
+                tracing::error!("remote write: encoding failed: {e}");
+                0
+            }
+        }
     }
 
     async fn send(&self, body: Vec<u8>) -> Sent {
