@@ -78,6 +78,7 @@ pub struct MetricsService {
     cache: Arc<MetricsCache>,
     telemetry: Arc<DaemonTelemetry>,
     prefix: Arc<str>,
+    encoders: Arc<tokio::sync::Semaphore>,
 }
 
 impl MetricsService {
@@ -87,6 +88,7 @@ impl MetricsService {
             cache,
             telemetry,
             prefix: prefix.into(),
+            encoders: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENCODINGS)),
         }
     }
 
@@ -108,7 +110,7 @@ impl MetricsService {
     /// Builds the response for one request.
     pub async fn scrape(&self, request: &ScrapeRequest) -> Result<ScrapeResponse, RefreshFailed> {
         let snapshot = self.cache.snapshot().await?;
-        let instance_part = self.instance_body(&snapshot, request);
+        let instance_part = self.instance_body(&snapshot, request).await;
 
         let daemon =
             self.telemetry
@@ -134,24 +136,58 @@ impl MetricsService {
         })
     }
 
-    /// The instance series for this filter, format and encoding: cached per snapshot.
-    fn instance_body(&self, snapshot: &Snapshot, request: &ScrapeRequest) -> Arc<EncodedBody> {
+    /// The instance series for this filter, format and encoding: encoded once per
+    /// snapshot and key (concurrent requests wait for that one encoding), on a blocking
+    /// thread (a gzip body of 1,000 instances takes ~25 ms; async workers must stay free
+    /// for handshakes and cache hits), at most [`MAX_CONCURRENT_ENCODINGS`] at a time.
+    async fn instance_body(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        request: &ScrapeRequest,
+    ) -> Arc<EncodedBody> {
         let key = BodyKey {
             filter: request.filter.clone(),
             format: request.format,
             encoding: request.encoding,
         };
-        if let Some(body) = snapshot.cached_body(&key) {
-            return body;
+        match snapshot.body_slot(&key) {
+            Some(slot) => slot
+                .get_or_init(|| self.encode_off_worker(snapshot, request))
+                .await
+                .clone(),
+            None => self.encode_off_worker(snapshot, request).await,
         }
-        let text = encode_instances(snapshot, &self.prefix, request);
-        let body = Arc::new(match request.encoding {
-            ContentEncoding::Identity => EncodedBody::Identity(Bytes::from(text)),
-            ContentEncoding::Gzip => EncodedBody::Gzip(GzipPrefix::new(&text)),
-        });
-        snapshot.store_body(key, body.clone());
-        body
     }
+
+    async fn encode_off_worker(
+        &self,
+        snapshot: &Arc<Snapshot>,
+        request: &ScrapeRequest,
+    ) -> Arc<EncodedBody> {
+        // The semaphore is never closed, so acquiring fails only if it were; encode anyway.
+        let _permit = self.encoders.acquire().await.ok();
+        let (snapshot, prefix, request) = (snapshot.clone(), self.prefix.clone(), request.clone());
+        let encode = move || encode_body(&snapshot, &prefix, &request);
+        match tokio::task::spawn_blocking(encode.clone()).await {
+            Ok(body) => body,
+            // Only a panic in the encoder (a bug) or a runtime shutting down gets here; the
+            // request still gets its body.
+            Err(_) => encode(),
+        }
+    }
+}
+
+/// At most this many bodies are encoded at once (distinct `?project=` filters beyond the
+/// cache are encoded per request): more would only queue for the same cores.
+pub const MAX_CONCURRENT_ENCODINGS: usize = 4;
+
+/// Encodes and, if asked, compresses the instance part of a body.
+fn encode_body(snapshot: &Snapshot, prefix: &str, request: &ScrapeRequest) -> Arc<EncodedBody> {
+    let text = encode_instances(snapshot, prefix, request);
+    Arc::new(match request.encoding {
+        ContentEncoding::Identity => EncodedBody::Identity(Bytes::from(text)),
+        ContentEncoding::Gzip => EncodedBody::Gzip(GzipPrefix::new(&text)),
+    })
 }
 
 /// Encodes a snapshot's families for one filter and format (no daemon metrics, no end
@@ -322,5 +358,31 @@ mod tests {
         assert!(body.contains(
             "lxd_api_requests_completed_total{entity_type=\"metrics\",result=\"succeeded\"} 1"
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_one_encoding() {
+        let svc = service();
+        let _ = svc.cache().snapshot().await.unwrap();
+        let req = request(
+            ProjectFilter::All,
+            Format::OpenMetrics,
+            ContentEncoding::Identity,
+        );
+        let scrapes: Vec<_> = (0..32)
+            .map(|_| {
+                let (svc, req) = (svc.clone(), req.clone());
+                tokio::spawn(async move { svc.scrape(&req).await.unwrap() })
+            })
+            .collect();
+        let mut first_parts = Vec::new();
+        for scrape in scrapes {
+            let parts = scrape.await.unwrap().body.into_parts();
+            first_parts.push(parts[0].clone());
+        }
+        // One encoding: every response's instance part is the same shared buffer.
+        let cached = first_parts[0].as_ptr();
+        assert!(!first_parts[0].is_empty());
+        assert!(first_parts.iter().all(|p| p.as_ptr() == cached));
     }
 }

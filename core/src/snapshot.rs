@@ -94,6 +94,10 @@ pub struct BodyKey {
 /// per request.
 const MAX_CACHED_BODIES: usize = 32;
 
+/// Where one encoding of a snapshot is kept: filled once by the first request that needs
+/// it while concurrent requests for the same key wait for that same encoding.
+pub type BodySlot = Arc<tokio::sync::OnceCell<Arc<EncodedBody>>>;
+
 /// The result of one refresh.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -101,7 +105,7 @@ pub struct Snapshot {
     instance_labels: Vec<Box<[u8]>>,
     families: Vec<Family>,
     statuses: Vec<CollectorStatus>,
-    bodies: Mutex<HashMap<BodyKey, Arc<EncodedBody>>>,
+    bodies: Mutex<HashMap<BodyKey, BodySlot>>,
 }
 
 impl Snapshot {
@@ -130,18 +134,24 @@ impl Snapshot {
         &self.statuses
     }
 
-    /// A cached encoding, if one was stored.
+    /// A finished cached encoding, if there is one.
     pub fn cached_body(&self, key: &BodyKey) -> Option<Arc<EncodedBody>> {
-        self.bodies.lock().ok()?.get(key).cloned()
+        self.bodies.lock().ok()?.get(key)?.get().cloned()
     }
 
-    /// Stores an encoding for later requests in this window (unless the cache is full).
-    pub fn store_body(&self, key: BodyKey, body: Arc<EncodedBody>) {
-        if let Ok(mut bodies) = self.bodies.lock() {
-            if bodies.len() < MAX_CACHED_BODIES {
-                bodies.insert(key, body);
-            }
+    /// The slot for this key's encoding, made empty on first use; `None` once
+    /// [`MAX_CACHED_BODIES`] keys are taken (the caller encodes without caching).
+    pub fn body_slot(&self, key: &BodyKey) -> Option<BodySlot> {
+        let mut bodies = self.bodies.lock().ok()?;
+        if let Some(slot) = bodies.get(key) {
+            return Some(slot.clone());
         }
+        if bodies.len() >= MAX_CACHED_BODIES {
+            return None;
+        }
+        let slot = BodySlot::default();
+        bodies.insert(key.clone(), slot.clone());
+        Some(slot)
     }
 }
 
@@ -487,16 +497,17 @@ mod tests {
     #[test]
     fn body_cache_is_bounded() {
         let s = Snapshot::empty();
-        for i in 0..(MAX_CACHED_BODIES + 10) {
-            s.store_body(
-                BodyKey {
-                    filter: ProjectFilter::only([i.to_string()]),
-                    format: Format::PrometheusText,
-                    encoding: ContentEncoding::Identity,
-                },
-                Arc::new(EncodedBody::Identity(bytes::Bytes::from_static(b"x"))),
-            );
+        let key = |i: usize| BodyKey {
+            filter: ProjectFilter::only([i.to_string()]),
+            format: Format::PrometheusText,
+            encoding: ContentEncoding::Identity,
+        };
+        for i in 0..MAX_CACHED_BODIES {
+            assert!(s.body_slot(&key(i)).is_some());
         }
+        assert!(s.body_slot(&key(MAX_CACHED_BODIES)).is_none());
+        // A key already cached keeps its slot.
+        assert!(s.body_slot(&key(0)).is_some());
         assert_eq!(s.bodies.lock().unwrap().len(), MAX_CACHED_BODIES);
     }
 }
