@@ -2,10 +2,11 @@
 //! container with a sleeping process in it), for fault tests and the soak run.
 
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
 
-use cgroups_rs::fs::{hierarchies, Cgroup};
+use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
+
+use crate::real_cgroup::{create_lxc_cgroup, delete_cgroup};
 
 /// One short-lived instance: a cgroup with a sleeping process in it.
 pub struct Churned {
@@ -16,15 +17,7 @@ pub struct Churned {
 impl Churned {
     /// Creates `lxc.payload.<name>` in every v1 controller (and v2) with a `sleep` in it.
     pub fn start(name: &str) -> Churned {
-        let controllers = ["cpuacct", "cpu", "memory", "pids", "blkio"]
-            .map(String::from)
-            .to_vec();
-        let cgroup = Cgroup::new_with_specified_controllers(
-            hierarchies::auto(),
-            format!("lxc.payload.{name}"),
-            Some(controllers),
-        )
-        .expect("create a cgroup");
+        let cgroup = create_lxc_cgroup(name);
         let child = Command::new("sleep")
             .arg("60")
             .stdin(Stdio::null())
@@ -41,11 +34,6 @@ impl Drop for Churned {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        for _ in 0..100 {
-            if self.cgroup.delete().is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        delete_cgroup(&self.cgroup);
     }
 }

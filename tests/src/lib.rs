@@ -5,6 +5,7 @@
 pub mod churn;
 pub mod fuzz_entry;
 pub mod prometheus;
+pub mod real_cgroup;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -11,8 +11,9 @@ use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use cgroups_rs::fs::{hierarchies, Cgroup};
+use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
+use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, delete_cgroup};
 use lxmetrics_tests::{require_program, Daemon};
 
 /// Removes what the test created, whatever happens.
@@ -30,12 +31,7 @@ impl Drop for Cleanup {
         }
         if let Some(cg) = &self.cgroup {
             let _ = cg.kill();
-            for _ in 0..50 {
-                if cg.delete().is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            delete_cgroup(cg);
         }
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.netns])
@@ -145,15 +141,7 @@ async fn real_cgroup_instance_is_measured() {
     .parse()
     .expect("the kernel reports a veth speed");
 
-    let controllers = ["cpuacct", "cpu", "memory", "pids", "blkio"]
-        .map(String::from)
-        .to_vec();
-    let cgroup = Cgroup::new_with_specified_controllers(
-        hierarchies::auto(),
-        format!("lxc.payload.{name}"),
-        Some(controllers),
-    )
-    .expect("create the cgroup with cgroups-rs");
+    let cgroup = create_lxc_cgroup(&name);
     cleanup.cgroup = Some(cgroup.clone());
 
     // `sh` waits for a line, is moved into the cgroup, then execs the workload inside the

@@ -22,7 +22,7 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cgroups_rs::fs::{hierarchies, Cgroup};
+use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
 use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{CollectorsConfig, InstancesConfig};
@@ -30,6 +30,7 @@ use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
 use lxmetrics_plugins as _;
 use lxmetrics_plugins::CgroupDiscovery;
+use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, delete_cgroup};
 
 const ROUNDS: usize = 9;
 
@@ -49,17 +50,9 @@ impl Fleet {
 
     /// Adds instances until there are `n`.
     fn grow_to(&mut self, n: usize) {
-        let controllers: Vec<String> = ["cpuacct", "cpu", "cpuset", "memory", "pids", "blkio"]
-            .map(String::from)
-            .to_vec();
         let members = &mut self.members;
         for i in members.len()..n {
-            let cg = Cgroup::new_with_specified_controllers(
-                hierarchies::auto(),
-                format!("lxc.payload.bench-{i:05}"),
-                Some(controllers.clone()),
-            )
-            .expect("create cgroup (needs root)");
+            let cg = create_lxc_cgroup(&format!("bench-{i:05}"));
             let child = Command::new("sleep")
                 .arg("3600")
                 .spawn()
@@ -76,7 +69,7 @@ impl Drop for Fleet {
         for (cg, child) in &mut self.members {
             let _ = child.kill();
             let _ = child.wait();
-            let _ = cg.delete();
+            delete_cgroup(cg);
         }
     }
 }
