@@ -25,6 +25,12 @@ pub enum MetricKind {
     /// commands without a `# TYPE` line. Rendered `untyped` (text) or `unknown`
     /// (OpenMetrics).
     Untyped,
+    /// Cumulative buckets with their `_sum` and `_count`. The family's last label is
+    /// `le`, and [`Family::suffixes`] says which series each sample is.
+    Histogram,
+    /// Quantiles with their `_sum` and `_count`. The family's last label is `quantile`,
+    /// and [`Family::suffixes`] says which series each sample is.
+    Summary,
 }
 
 impl MetricKind {
@@ -34,6 +40,18 @@ impl MetricKind {
             MetricKind::Counter => "counter",
             MetricKind::Gauge => "gauge",
             MetricKind::Untyped => "untyped",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Summary => "summary",
+        }
+    }
+
+    /// For a histogram or summary, the label that only its buckets or quantiles carry
+    /// (`le`, `quantile`): it is the family's last label name.
+    pub const fn bound_label(self) -> Option<&'static str> {
+        match self {
+            MetricKind::Histogram => Some("le"),
+            MetricKind::Summary => Some("quantile"),
+            _ => None,
         }
     }
 
@@ -112,6 +130,43 @@ impl MetricDesc {
     }
 }
 
+/// Which series of a histogram or summary a sample is. Kept per family
+/// ([`Family::suffixes`]), not per sample, so counters and gauges pay nothing for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SeriesSuffix {
+    /// The family's own name: a summary's quantiles.
+    #[default]
+    Plain,
+    /// `<name>_bucket`: a histogram bucket.
+    Bucket,
+    /// `<name>_sum`.
+    Sum,
+    /// `<name>_count`.
+    Count,
+}
+
+impl SeriesSuffix {
+    /// What is appended to the family name on the sample line.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SeriesSuffix::Plain => "",
+            SeriesSuffix::Bucket => "_bucket",
+            SeriesSuffix::Sum => "_sum",
+            SeriesSuffix::Count => "_count",
+        }
+    }
+
+    /// Whether a sample of a `kind` family with this suffix carries the bound label
+    /// (`le` on buckets, `quantile` on quantiles); `_sum` and `_count` do not.
+    pub const fn carries_bound_label(self, kind: MetricKind) -> bool {
+        matches!(
+            (kind, self),
+            (MetricKind::Histogram, SeriesSuffix::Bucket)
+                | (MetricKind::Summary, SeriesSuffix::Plain)
+        )
+    }
+}
+
 /// Label values of one sample, in the order of its family's label names.
 pub type LabelValues = SmallVec<[CompactString; 2]>;
 
@@ -135,6 +190,10 @@ pub struct Family {
     pub label_names: SmallVec<[CompactString; 2]>,
     /// The series.
     pub samples: Vec<Sample>,
+    /// For histograms and summaries, which series each sample is (same length as
+    /// `samples`); empty for every other kind. A `_sum` or `_count` sample holds an empty
+    /// value for the bound label, which is not written.
+    pub suffixes: Vec<SeriesSuffix>,
 }
 
 impl Family {
@@ -147,7 +206,64 @@ impl Family {
                 .map(|n| CompactString::from(*n))
                 .collect(),
             samples: Vec::new(),
+            suffixes: Vec::new(),
         }
+    }
+
+    /// Adds one series of a histogram or summary: `label_values` include the bound
+    /// label's value last (`le`, `quantile`; empty for `_sum` and `_count`).
+    pub fn push_part<I, V>(
+        &mut self,
+        instance: Option<InstanceIndex>,
+        suffix: SeriesSuffix,
+        label_values: I,
+        value: f64,
+    ) where
+        I: IntoIterator<Item = V>,
+        V: Into<CompactString>,
+    {
+        self.samples.push(Sample {
+            instance,
+            label_values: label_values.into_iter().map(Into::into).collect(),
+            value,
+        });
+        self.suffixes.push(suffix);
+    }
+
+    /// The suffix of sample `index` (`Plain` for families without suffixes).
+    pub fn suffix(&self, index: usize) -> SeriesSuffix {
+        self.suffixes.get(index).copied().unwrap_or_default()
+    }
+
+    /// How many of the label names sample `index` carries: all, or all but the bound
+    /// label for a histogram's or summary's `_sum` and `_count`.
+    pub fn labels_of(&self, index: usize) -> usize {
+        let all = self.label_names.len();
+        match self.desc.kind.bound_label() {
+            Some(_) if !self.suffix(index).carries_bound_label(self.desc.kind) => {
+                all.saturating_sub(1)
+            }
+            _ => all,
+        }
+    }
+
+    /// Keeps the samples (and their suffixes) for which `keep` is true.
+    pub fn retain_samples(&mut self, mut keep: impl FnMut(&Sample, SeriesSuffix) -> bool) {
+        if self.suffixes.is_empty() {
+            self.samples.retain(|s| keep(s, SeriesSuffix::Plain));
+            return;
+        }
+        let mut suffixes = std::mem::take(&mut self.suffixes).into_iter();
+        let mut kept = Vec::with_capacity(suffixes.len());
+        self.samples.retain(|s| {
+            let suffix = suffixes.next().unwrap_or_default();
+            let k = keep(s, suffix);
+            if k {
+                kept.push(suffix);
+            }
+            k
+        });
+        self.suffixes = kept;
     }
 
     /// Adds a series for an instance. `label_values` must match [`Family::label_names`]

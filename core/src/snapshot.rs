@@ -19,7 +19,7 @@ use crate::daemon_metrics;
 use crate::exposition::text::render_instance_labels;
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
 use crate::instance::{Instance, InstanceIndex};
-use crate::metric::{is_valid_label_name, is_valid_metric_name, Family};
+use crate::metric::{is_valid_label_name, is_valid_metric_name, Family, MetricKind, SeriesSuffix};
 
 /// How one collector (or discovery) did in a refresh.
 #[derive(Clone, Debug, PartialEq)]
@@ -224,12 +224,12 @@ impl SnapshotBuilder {
                 continue;
             }
             if !failed.is_empty() {
-                family
-                    .samples
-                    .retain(|s| s.instance.is_none_or(|i| failed.binary_search(&i).is_err()));
+                family.retain_samples(|s, _| {
+                    s.instance.is_none_or(|i| failed.binary_search(&i).is_err())
+                });
             }
             dedup_samples(&mut family);
-            self.names.insert(rendered);
+            self.names.extend(served_names(&family, rendered));
             self.families.push(family);
         }
         let error = (!problems.is_empty()).then(|| {
@@ -251,12 +251,15 @@ impl SnapshotBuilder {
         if !is_valid_metric_name(&family.desc.name) {
             return Err("not a valid metric name".into());
         }
-        if daemon_metrics::is_reserved(rendered, &self.prefix) {
-            return Err("name is reserved for daemon metrics".into());
+        for served in served_names(family, rendered.to_owned()) {
+            if daemon_metrics::is_reserved(&served, &self.prefix) {
+                return Err("name is reserved for daemon metrics".into());
+            }
+            if self.names.contains(&served) {
+                return Err("family already produced by another collector".into());
+            }
         }
-        if self.names.contains(rendered) {
-            return Err("family already produced by another collector".into());
-        }
+        check_suffixes(family)?;
         for (i, label) in family.label_names.iter().enumerate() {
             if !is_valid_label_name(label) {
                 return Err(format!("label \"{label}\" is not a valid label name"));
@@ -295,6 +298,51 @@ impl SnapshotBuilder {
     }
 }
 
+/// Every name a family's sample lines use: its own, and for a histogram or summary the
+/// `_bucket`, `_sum` and `_count` names (a gauge `x_sum` collides with a summary `x`).
+fn served_names(family: &Family, rendered: String) -> Vec<String> {
+    let suffixes: &[SeriesSuffix] = match family.desc.kind {
+        MetricKind::Histogram => &[SeriesSuffix::Bucket, SeriesSuffix::Sum, SeriesSuffix::Count],
+        MetricKind::Summary => &[SeriesSuffix::Sum, SeriesSuffix::Count],
+        _ => &[],
+    };
+    let mut names: Vec<String> = suffixes
+        .iter()
+        .map(|s| format!("{rendered}{}", s.as_str()))
+        .collect();
+    names.push(rendered);
+    names
+}
+
+/// A histogram or summary needs its bound label last and one suffix per sample, of the
+/// kinds its type has; any other family has no suffixes.
+fn check_suffixes(family: &Family) -> Result<(), String> {
+    let kind = family.desc.kind;
+    let Some(bound) = kind.bound_label() else {
+        return match family.suffixes.is_empty() {
+            true => Ok(()),
+            false => Err(format!("a {} family has series suffixes", kind.as_str())),
+        };
+    };
+    if family.label_names.last().map(|l| l.as_str()) != Some(bound) {
+        return Err(format!(
+            "a {} needs \"{bound}\" as its last label",
+            kind.as_str()
+        ));
+    }
+    if family.suffixes.len() != family.samples.len() {
+        return Err("series suffixes do not match the samples".into());
+    }
+    let allowed = |s: SeriesSuffix| match kind {
+        MetricKind::Histogram => s != SeriesSuffix::Plain,
+        _ => s != SeriesSuffix::Bucket,
+    };
+    if let Some(bad) = family.suffixes.iter().find(|s| !allowed(**s)) {
+        return Err(format!("a {} has no {bad:?} series", kind.as_str()));
+    }
+    Ok(())
+}
+
 /// Removes repeated series (same instance and label values), keeping the first.
 fn dedup_samples(family: &mut Family) {
     if family.samples.len() < 2 {
@@ -305,7 +353,7 @@ fn dedup_samples(family: &mut Family) {
         .samples
         .iter()
         .enumerate()
-        .filter(|(_, s)| !seen.insert((s.instance, &s.label_values[..])))
+        .filter(|(i, s)| !seen.insert((s.instance, family.suffix(*i), &s.label_values[..])))
         .map(|(i, _)| i)
         .collect();
     if duplicates.is_empty() {
@@ -317,7 +365,7 @@ fn dedup_samples(family: &mut Family) {
         "duplicate series dropped"
     );
     let mut index = 0;
-    family.samples.retain(|_| {
+    family.retain_samples(|_, _| {
         let keep = duplicates.binary_search(&index).is_err();
         index += 1;
         keep
@@ -478,6 +526,74 @@ mod tests {
             error.contains("lxd_uptime_seconds: name is reserved"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn histograms_are_checked_and_keep_suffixes_in_step() {
+        let hist = |labels: &[&str]| {
+            Family::new(
+                MetricDesc {
+                    name: "job_seconds".into(),
+                    help: "h".into(),
+                    kind: MetricKind::Histogram,
+                    namespace: crate::metric::Namespace::Bare,
+                },
+                labels,
+            )
+        };
+        let run = |families: Vec<Family>, failed: Option<InstanceIndex>| {
+            let mut c = Collection {
+                families,
+                ..Default::default()
+            };
+            if let Some(i) = failed {
+                c.instance_failed(i, "gone");
+            }
+            let mut b = SnapshotBuilder::new(instances());
+            b.add_collection("x", Duration::ZERO, c);
+            b.finish()
+        };
+        // Good: two instances, one fails; a repeated bucket is dropped; sum and count,
+        // which have the same (empty) le value, are not duplicates of each other.
+        let mut good = hist(&["le"]);
+        for i in 0..2 {
+            good.push_part(Some(i), SeriesSuffix::Bucket, ["+Inf"], 3.0);
+            good.push_part(Some(i), SeriesSuffix::Bucket, ["+Inf"], 9.0);
+            good.push_part(Some(i), SeriesSuffix::Sum, [""], 4.5);
+            good.push_part(Some(i), SeriesSuffix::Count, [""], 3.0);
+        }
+        let s = run(vec![good], Some(1));
+        assert!(s.statuses()[0].success, "{:?}", s.statuses()[0].error);
+        let f = &s.families()[0];
+        assert_eq!(
+            f.suffixes,
+            [SeriesSuffix::Bucket, SeriesSuffix::Sum, SeriesSuffix::Count]
+        );
+        assert!(f.samples.iter().all(|s| s.instance == Some(0)));
+        assert_eq!(f.samples[0].value, 3.0);
+
+        // Bad: no `le` last; suffixes missing; a quantile in a histogram; a gauge with
+        // suffixes; a gauge named like the histogram's `_sum`.
+        let mut no_le = hist(&["job"]);
+        no_le.push_part(None, SeriesSuffix::Sum, [""], 1.0);
+        let mut missing = hist(&["le"]);
+        missing.push_unscoped(["1"], 1.0);
+        let mut quantile = hist(&["le"]);
+        quantile.push_part(None, SeriesSuffix::Plain, ["1"], 1.0);
+        let mut gauge = Family::new(MetricDesc::gauge("g", "h"), &[]);
+        gauge.push_part(None, SeriesSuffix::Sum, [""; 0], 1.0);
+        for bad in [no_le, missing, quantile, gauge] {
+            let desc = format!("{bad:?}");
+            let s = run(vec![bad], None);
+            assert!(s.families().is_empty(), "{desc}");
+        }
+        let mut sum_gauge = Family::new(MetricDesc::gauge("job_seconds_sum", "h").bare(), &[]);
+        sum_gauge.push_unscoped([""; 0], 1.0);
+        let mut h = hist(&["le"]);
+        h.push_part(None, SeriesSuffix::Sum, [""], 1.0);
+        let s = run(vec![sum_gauge, h], None);
+        assert_eq!(s.families().len(), 1);
+        assert!(!s.statuses()[0].success);
     }
 
     #[test]

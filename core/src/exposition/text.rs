@@ -95,11 +95,31 @@ pub fn encode_families(ctx: &EncodeContext<'_>, families: &[Family], out: &mut V
         };
         full_name(ctx.prefix, family, &mut name);
         write_header(ctx.format, family, &name, out);
-        let sample_name = sample_name(ctx.format, family, &mut name);
-        write_sample(ctx, family, sample_name, first, out);
-        for sample in visible {
-            write_sample(ctx, family, sample_name, sample, out);
+        if !family.suffixes.is_empty() {
+            encode_parts(ctx, family, &name, out);
+            continue;
         }
+        let labels = family.label_names.len();
+        let sample_name = sample_name(ctx.format, family, &mut name);
+        write_sample(ctx, family, sample_name, labels, first, out);
+        for sample in visible {
+            write_sample(ctx, family, sample_name, labels, sample, out);
+        }
+    }
+}
+
+/// The samples of a histogram or summary: each under its suffixed name, the bound label
+/// (`le`, `quantile`) only where it belongs.
+fn encode_parts(ctx: &EncodeContext<'_>, family: &Family, name: &[u8], out: &mut Vec<u8>) {
+    let mut suffixed = Vec::with_capacity(name.len() + 7);
+    for (i, sample) in family.samples.iter().enumerate() {
+        if !(ctx.visible)(sample.instance) {
+            continue;
+        }
+        suffixed.clear();
+        suffixed.extend_from_slice(name);
+        suffixed.extend_from_slice(family.suffix(i).as_str().as_bytes());
+        write_sample(ctx, family, &suffixed, family.labels_of(i), sample, out);
     }
 }
 
@@ -151,10 +171,12 @@ fn sample_name<'n>(format: Format, family: &Family, name: &'n mut Vec<u8>) -> &'
     name
 }
 
+/// Writes one sample line with the first `labels` of the family's own labels.
 fn write_sample(
     ctx: &EncodeContext<'_>,
     family: &Family,
     name: &[u8],
+    labels: usize,
     sample: &Sample,
     out: &mut Vec<u8>,
 ) {
@@ -162,14 +184,19 @@ fn write_sample(
     let instance_labels = sample
         .instance
         .and_then(|i| ctx.instance_labels.get(i as usize));
-    if instance_labels.is_some() || !family.label_names.is_empty() {
+    if instance_labels.is_some() || labels > 0 {
         out.push(b'{');
         let mut first = true;
         if let Some(labels) = instance_labels {
             out.extend_from_slice(labels);
             first = false;
         }
-        for (label, value) in family.label_names.iter().zip(&sample.label_values) {
+        for (label, value) in family
+            .label_names
+            .iter()
+            .zip(&sample.label_values)
+            .take(labels)
+        {
             if !first {
                 out.push(b',');
             }
@@ -203,6 +230,45 @@ mod tests {
         encode_families(&ctx, families, &mut out);
         finish(format, &mut out);
         String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn histograms_and_summaries_write_each_series_under_its_name() {
+        use crate::metric::{MetricKind, SeriesSuffix};
+        let desc = |name: &'static str, kind| MetricDesc {
+            name: name.into(),
+            help: "h".into(),
+            kind,
+            namespace: crate::metric::Namespace::Bare,
+        };
+        let mut h = Family::new(desc("job_seconds", MetricKind::Histogram), &["job", "le"]);
+        h.push_part(Some(0), SeriesSuffix::Bucket, ["a", "1"], 2.0);
+        h.push_part(Some(0), SeriesSuffix::Bucket, ["a", "+Inf"], 3.0);
+        h.push_part(Some(0), SeriesSuffix::Sum, ["a", ""], 4.5);
+        h.push_part(Some(0), SeriesSuffix::Count, ["a", ""], 3.0);
+        let mut s = Family::new(desc("rpc_seconds", MetricKind::Summary), &["quantile"]);
+        s.push_part(None, SeriesSuffix::Plain, ["0.5"], 0.25);
+        s.push_part(None, SeriesSuffix::Sum, [""], 10.0);
+        s.push_part(None, SeriesSuffix::Count, [""], 40.0);
+        let instances = [Instance::container("c1", "c1")];
+        let i = "name=\"c1\",project=\"default\",type=\"container\"";
+        let want = format!(
+            "# HELP job_seconds h\n# TYPE job_seconds histogram\n\
+             job_seconds_bucket{{{i},job=\"a\",le=\"1\"}} 2\n\
+             job_seconds_bucket{{{i},job=\"a\",le=\"+Inf\"}} 3\n\
+             job_seconds_sum{{{i},job=\"a\"}} 4.5\n\
+             job_seconds_count{{{i},job=\"a\"}} 3\n\
+             # HELP rpc_seconds h\n# TYPE rpc_seconds summary\n\
+             rpc_seconds{{quantile=\"0.5\"}} 0.25\n\
+             rpc_seconds_sum 10\n\
+             rpc_seconds_count 40\n"
+        );
+        let families = [h, s];
+        assert_eq!(encode(Format::PrometheusText, &families, &instances), want);
+        assert_eq!(
+            encode(Format::OpenMetrics, &families, &instances),
+            format!("{want}# EOF\n")
+        );
     }
 
     #[test]

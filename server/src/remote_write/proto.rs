@@ -80,8 +80,28 @@ pub fn encode_batches(context: &PushContext<'_>, families: &[&Family]) -> Vec<Ve
             }
             _ => family.desc.name.to_string(),
         };
-        for sample in &family.samples {
-            fill(&mut series, &mut pool, context, &name, family, sample);
+        let mut suffixed = String::with_capacity(name.len() + 7);
+        for (i, sample) in family.samples.iter().enumerate() {
+            // A histogram's or summary's series each have their own name.
+            let name = match family.suffix(i).as_str() {
+                "" => name.as_str(),
+                suffix => {
+                    suffixed.clear();
+                    suffixed.push_str(&name);
+                    suffixed.push_str(suffix);
+                    suffixed.as_str()
+                }
+            };
+            let labels = family.labels_of(i);
+            fill(
+                &mut series,
+                &mut pool,
+                context,
+                name,
+                family,
+                labels,
+                sample,
+            );
             // Field 1 of WriteRequest, length-delimited: requests concatenate.
             prost::encoding::message::encode(1, &series, &mut buffer);
             in_buffer += 1;
@@ -98,14 +118,16 @@ pub fn encode_batches(context: &PushContext<'_>, families: &[&Family]) -> Vec<Ve
     batches
 }
 
-/// Fills `series` for one sample. Label strings come back through `pool` after each
-/// series, so once the buffers have grown there is no allocation per sample.
+/// Fills `series` for one sample with the first `own_labels` of the family's labels.
+/// Label strings come back through `pool` after each series, so once the buffers have
+/// grown there is no allocation per sample.
 fn fill(
     series: &mut TimeSeries,
     pool: &mut Vec<Label>,
     context: &PushContext<'_>,
     name: &str,
     family: &Family,
+    own_labels: usize,
     sample: &Sample,
 ) {
     pool.append(&mut series.labels);
@@ -127,7 +149,12 @@ fn fill(
         push(labels, "project", &instance.project);
         push(labels, "type", instance.kind.as_str());
     }
-    for (label, value) in family.label_names.iter().zip(&sample.label_values) {
+    for (label, value) in family
+        .label_names
+        .iter()
+        .zip(&sample.label_values)
+        .take(own_labels)
+    {
         push(labels, label, value);
     }
     let own = labels.len();
@@ -213,6 +240,48 @@ mod tests {
                 value: 7.0,
                 timestamp: 1_700_000_000_000
             }]
+        );
+    }
+
+    #[test]
+    fn histogram_series_have_their_own_names_and_le_only_on_buckets() {
+        use lxmetrics_core::metric::{MetricKind, SeriesSuffix};
+        let mut family = Family::new(
+            MetricDesc {
+                name: "job_seconds".into(),
+                help: "h".into(),
+                kind: MetricKind::Histogram,
+                namespace: Namespace::Bare,
+            },
+            &["le"],
+        );
+        family.push_part(None, SeriesSuffix::Bucket, ["+Inf"], 3.0);
+        family.push_part(None, SeriesSuffix::Sum, [""], 4.5);
+        family.push_part(None, SeriesSuffix::Count, [""], 3.0);
+        let context = PushContext {
+            prefix: "lxd",
+            instances: &[],
+            external_labels: &[],
+            timestamp_ms: 0,
+        };
+        let request = decode(&encode_batches(&context, &[&family])[0]).unwrap();
+        let series: Vec<Vec<(&str, &str)>> = request
+            .timeseries
+            .iter()
+            .map(|t| {
+                t.labels
+                    .iter()
+                    .map(|l| (l.name.as_str(), l.value.as_str()))
+                    .collect()
+            })
+            .collect();
+        assert_eq!(
+            series,
+            [
+                vec![("__name__", "job_seconds_bucket"), ("le", "+Inf")],
+                vec![("__name__", "job_seconds_sum")],
+                vec![("__name__", "job_seconds_count")],
+            ]
         );
     }
 }
