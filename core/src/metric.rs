@@ -45,6 +45,18 @@ impl MetricKind {
         }
     }
 
+    /// The suffixed names a family of this kind writes besides its own name: `_bucket`,
+    /// `_sum`, `_count` for a histogram, `_sum`, `_count` for a summary.
+    pub const fn suffixes(self) -> &'static [SeriesSuffix] {
+        match self {
+            MetricKind::Histogram => {
+                &[SeriesSuffix::Bucket, SeriesSuffix::Sum, SeriesSuffix::Count]
+            }
+            MetricKind::Summary => &[SeriesSuffix::Sum, SeriesSuffix::Count],
+            _ => &[],
+        }
+    }
+
     /// For a histogram or summary, the label that only its buckets or quantiles carry
     /// (`le`, `quantile`): it is the family's last label name.
     pub const fn bound_label(self) -> Option<&'static str> {

@@ -301,12 +301,10 @@ impl SnapshotBuilder {
 /// Every name a family's sample lines use: its own, and for a histogram or summary the
 /// `_bucket`, `_sum` and `_count` names (a gauge `x_sum` collides with a summary `x`).
 fn served_names(family: &Family, rendered: String) -> Vec<String> {
-    let suffixes: &[SeriesSuffix] = match family.desc.kind {
-        MetricKind::Histogram => &[SeriesSuffix::Bucket, SeriesSuffix::Sum, SeriesSuffix::Count],
-        MetricKind::Summary => &[SeriesSuffix::Sum, SeriesSuffix::Count],
-        _ => &[],
-    };
-    let mut names: Vec<String> = suffixes
+    let mut names: Vec<String> = family
+        .desc
+        .kind
+        .suffixes()
         .iter()
         .map(|s| format!("{rendered}{}", s.as_str()))
         .collect();

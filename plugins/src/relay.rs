@@ -16,9 +16,11 @@ use std::collections::{HashMap, HashSet};
 
 use lxmetrics_core::daemon_metrics;
 use lxmetrics_core::instance::InstanceIndex;
-use lxmetrics_core::metric::{Family, LabelValues, MetricDesc, MetricKind, Namespace, Sample};
+use lxmetrics_core::metric::{
+    Family, LabelValues, MetricDesc, MetricKind, Namespace, Sample, SeriesSuffix,
+};
 
-use crate::prom_text::{ParsedFamily, ParsedKind};
+use crate::prom_text::ParsedFamily;
 
 /// The labels the daemon sets from the instance; no plugin may set them.
 pub const INSTANCE_LABELS: [&str; 3] = ["name", "project", "type"];
@@ -33,7 +35,9 @@ pub struct RelayedFamilies {
     default_help: &'static str,
     families: Vec<Family>,
     by_name: HashMap<String, usize>,
-    series: HashSet<(usize, Option<InstanceIndex>, LabelValues)>,
+    /// Every name the relayed families' sample lines use (with `_bucket`, `_sum`, ...).
+    served: HashSet<String>,
+    series: HashSet<(usize, Option<InstanceIndex>, SeriesSuffix, LabelValues)>,
 }
 
 /// One family of a source, checked and ready to merge.
@@ -58,6 +62,7 @@ impl RelayedFamilies {
             },
             families: Vec::new(),
             by_name: HashMap::new(),
+            served: HashSet::new(),
             series: HashSet::new(),
         }
     }
@@ -71,11 +76,23 @@ impl RelayedFamilies {
     ) -> Result<(), String> {
         let mut checked = Vec::with_capacity(parsed.len());
         let mut new_series = HashSet::new();
+        let mut new_names = HashSet::new();
         for family in parsed.into_iter().filter(|f| !f.samples.is_empty()) {
             let family = self.check(family, instance)?;
+            if family.existing.is_none() {
+                let desc = &family.family.desc;
+                for served in served_names(&desc.name, desc.kind) {
+                    if self.served.contains(&served) || !new_names.insert(served.clone()) {
+                        return Err(format!(
+                            "{served}: the name is already served by another family"
+                        ));
+                    }
+                }
+            }
             let slot = family.existing.unwrap_or(usize::MAX - checked.len());
-            for sample in &family.family.samples {
-                let key = (slot, sample.instance, sample.label_values.clone());
+            for (i, sample) in family.family.samples.iter().enumerate() {
+                let suffix = family.family.suffix(i);
+                let key = (slot, sample.instance, suffix, sample.label_values.clone());
                 if self.series.contains(&key) || !new_series.insert(key) {
                     return Err(format!(
                         "a series of {} is already relayed by another source",
@@ -85,10 +102,13 @@ impl RelayedFamilies {
             }
             checked.push(family);
         }
+        self.served.extend(new_names);
         for Checked { existing, family } in checked {
             let index = match existing {
                 Some(index) => {
-                    self.families[index].samples.extend(family.samples);
+                    let merged = &mut self.families[index];
+                    merged.samples.extend(family.samples);
+                    merged.suffixes.extend(family.suffixes);
                     index
                 }
                 None => {
@@ -98,9 +118,14 @@ impl RelayedFamilies {
                     self.families.len() - 1
                 }
             };
-            for sample in &self.families[index].samples {
-                self.series
-                    .insert((index, sample.instance, sample.label_values.clone()));
+            let merged = &self.families[index];
+            for (i, sample) in merged.samples.iter().enumerate() {
+                self.series.insert((
+                    index,
+                    sample.instance,
+                    merged.suffix(i),
+                    sample.label_values.clone(),
+                ));
             }
         }
         Ok(())
@@ -117,11 +142,7 @@ impl RelayedFamilies {
         instance: Option<InstanceIndex>,
     ) -> Result<Checked, String> {
         let name = parsed.name;
-        let kind = match parsed.kind {
-            ParsedKind::Counter => MetricKind::Counter,
-            ParsedKind::Gauge => MetricKind::Gauge,
-            ParsedKind::Untyped => MetricKind::Untyped,
-        };
+        let kind = parsed.kind;
         let desc = MetricDesc {
             help: Cow::Owned(parsed.help.unwrap_or_else(|| self.default_help.to_owned())),
             kind,
@@ -135,15 +156,22 @@ impl RelayedFamilies {
                 self.reserved_prefix
             ));
         }
-        if daemon_metrics::is_reserved(name, &self.metric_prefix) {
+        if served_names(name, kind)
+            .iter()
+            .any(|served| daemon_metrics::is_reserved(served, &self.metric_prefix))
+        {
             return Err(format!("{name}: the name belongs to the daemon"));
         }
-        // The parser guarantees every sample of a family has the same label names.
-        let label_names: Vec<String> = parsed.samples[0]
+        // The parser guarantees every sample of a family has the same label names (but
+        // for the bound label of a histogram or summary, which goes last).
+        let bound = kind.bound_label();
+        let mut label_names: Vec<String> = parsed.samples[0]
             .labels
             .iter()
             .map(|(n, _)| n.clone())
+            .filter(|n| Some(n.as_str()) != bound)
             .collect();
+        label_names.extend(bound.map(String::from));
         if let Some(label) = label_names
             .iter()
             .find(|l| INSTANCE_LABELS.contains(&l.as_str()))
@@ -171,6 +199,9 @@ impl RelayedFamilies {
             None => label_names,
         };
         let mut family = Family::new(desc, &order.iter().map(String::as_str).collect::<Vec<_>>());
+        if bound.is_some() {
+            family.suffixes = parsed.samples.iter().map(|s| s.suffix).collect();
+        }
         family.samples = parsed
             .samples
             .into_iter()
@@ -179,6 +210,8 @@ impl RelayedFamilies {
                 label_values: order
                     .iter()
                     .map(|label| {
+                        // A `_sum` or `_count` has no bound label: an empty value, not
+                        // written.
                         sample
                             .labels
                             .iter()
@@ -192,6 +225,18 @@ impl RelayedFamilies {
             .collect();
         Ok(Checked { existing, family })
     }
+}
+
+/// The names a family's sample lines use: its own, and a histogram's or summary's
+/// suffixed ones.
+fn served_names(name: &str, kind: MetricKind) -> Vec<String> {
+    std::iter::once(name.to_owned())
+        .chain(
+            kind.suffixes()
+                .iter()
+                .map(|s| format!("{name}{}", s.as_str())),
+        )
+        .collect()
 }
 
 #[cfg(test)]
@@ -222,6 +267,42 @@ mod tests {
         assert_eq!(families[0].samples[0].instance, Some(0));
         assert_eq!(families[0].samples[1].instance, None);
         assert_eq!(families[0].desc.namespace, Namespace::Bare);
+    }
+
+    #[test]
+    fn histograms_merge_across_sources_with_le_last() {
+        let text = "# TYPE job_seconds histogram\n\
+                    job_seconds_bucket{le=\"1\",job=\"x\"} 1\n\
+                    job_seconds_bucket{le=\"+Inf\",job=\"x\"} 2\n\
+                    job_seconds_sum{job=\"x\"} 1.5\n\
+                    job_seconds_count{job=\"x\"} 2\n";
+        let (relayed, results) = relay(&[(text, Some(0)), (text, Some(1))]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let families = relayed.into_families();
+        assert_eq!(families.len(), 1);
+        let f = &families[0];
+        assert_eq!(f.desc.kind, MetricKind::Histogram);
+        assert_eq!(f.label_names.as_slice(), ["job", "le"]);
+        assert_eq!(f.suffixes.len(), 8);
+        assert_eq!(f.samples[0].label_values.as_slice(), ["x", "1"]);
+        // `_sum` and `_count` keep an empty, unwritten `le`; they are not duplicates.
+        assert_eq!(f.samples[2].label_values.as_slice(), ["x", ""]);
+        assert_eq!(f.suffix(2), SeriesSuffix::Sum);
+        assert_eq!(f.suffix(3), SeriesSuffix::Count);
+        assert_eq!(f.samples[4].instance, Some(1));
+    }
+
+    #[test]
+    fn a_name_one_family_serves_is_refused_for_another() {
+        let summary = "# TYPE rpc_seconds summary\nrpc_seconds_sum 1\nrpc_seconds_count 1\n";
+        let (relayed, results) = relay(&[(summary, None), ("rpc_seconds_sum 3\n", Some(0))]);
+        assert!(results[0].is_ok());
+        let err = results[1].as_ref().unwrap_err();
+        assert!(err.contains("already served"), "{err}");
+        assert_eq!(relayed.into_families().len(), 1);
+        // Within one source too.
+        let (_, results) = relay(&[(&format!("rpc_seconds_count 1\n{summary}"), None)]);
+        assert!(results[0].is_err());
     }
 
     #[test]

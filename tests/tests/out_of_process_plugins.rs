@@ -214,3 +214,133 @@ fn enabling_textfile_without_a_directory_fails_start_up_naming_the_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("collectors.textfile.directory"), "{stderr}");
 }
+
+/// Histograms and summaries from textfiles: interleaved label sets as the text format
+/// allows, served grouped as OpenMetrics requires, `le` only on buckets, accepted by
+/// promtool and ingested by a real Prometheus (which asks for OpenMetrics first).
+#[tokio::test]
+async fn histograms_and_summaries_are_relayed_and_reach_prometheus() {
+    let textfiles = tempfile::tempdir().expect("tempdir");
+    let dir = textfiles.path();
+    write(
+        dir,
+        "jobs.prom",
+        "# HELP job_seconds How long jobs take\n# TYPE job_seconds histogram\n\
+         job_seconds_bucket{task=\"a\",le=\"1\"} 1\n\
+         job_seconds_bucket{task=\"b\",le=\"1\"} 0\n\
+         job_seconds_bucket{task=\"a\",le=\"+Inf\"} 2\n\
+         job_seconds_bucket{task=\"b\",le=\"+Inf\"} 1\n\
+         job_seconds_sum{task=\"a\"} 2.5\njob_seconds_count{task=\"a\"} 2\n\
+         job_seconds_sum{task=\"b\"} 9\njob_seconds_count{task=\"b\"} 1\n\
+         # TYPE rpc_seconds summary\n\
+         rpc_seconds{quantile=\"0.5\"} 0.25\nrpc_seconds_sum 12\nrpc_seconds_count 70\n",
+    );
+    write(
+        dir,
+        "default/web/latency.prom",
+        "# TYPE app_latency_seconds histogram\n\
+         app_latency_seconds_bucket{le=\"0.1\"} 3\napp_latency_seconds_bucket{le=\"+Inf\"} 4\n\
+         app_latency_seconds_sum 0.9\napp_latency_seconds_count 4\n",
+    );
+    write(
+        dir,
+        "bad-histogram.prom",
+        "# TYPE broken_seconds histogram\nbroken_seconds_bucket{le=\"1\"} 1\n",
+    );
+    let state = fixture_state_dir(
+        "v2",
+        &format!(
+            "[metrics]\ncache_ttl = \"1s\"\n\n[collectors]\nenable = [\"textfile\"]\n\n\
+             [collectors.textfile]\ndirectory = \"{}\"\n",
+            dir.display()
+        ),
+    );
+    let daemon = Daemon::start_in(state, &[]);
+
+    let (status, body) = daemon.get("/1.0/metrics").await;
+    assert_eq!(status, 200, "{body}");
+    let web = "name=\"web\",project=\"default\",type=\"container\"";
+    for line in [
+        "# TYPE job_seconds histogram".to_owned(),
+        "job_seconds_bucket{task=\"a\",le=\"+Inf\"} 2".to_owned(),
+        "job_seconds_sum{task=\"a\"} 2.5".to_owned(),
+        "# TYPE rpc_seconds summary".to_owned(),
+        "rpc_seconds{quantile=\"0.5\"} 0.25".to_owned(),
+        "rpc_seconds_count 70".to_owned(),
+        format!("app_latency_seconds_bucket{{{web},le=\"0.1\"}} 3"),
+        format!("app_latency_seconds_count{{{web}}} 4"),
+        "lxd_textfile_scrape_error{file=\"bad-histogram.prom\"} 1".to_owned(),
+    ] {
+        assert!(body.lines().any(|l| l == line), "{line} not in:\n{body}");
+    }
+    assert!(!body.contains("broken_seconds"), "{body}");
+    let (code, report) = lxmetrics_tests::promtool_check_metrics(&body);
+    assert!(
+        !report.contains("parsing error") && code != Some(1),
+        "promtool could not parse the output: {report}"
+    );
+
+    // OpenMetrics: each label set's series together.
+    let openmetrics = daemon
+        .client()
+        .get(format!("{}/1.0/metrics", daemon.url))
+        .header("Accept", "application/openmetrics-text;version=1.0.0")
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body");
+    let at = |line: &str| {
+        openmetrics
+            .lines()
+            .position(|l| l == line)
+            .unwrap_or_else(|| panic!("{line} not in:\n{openmetrics}"))
+    };
+    assert!(
+        at("job_seconds_count{task=\"a\"} 2") < at("job_seconds_bucket{task=\"b\",le=\"1\"} 0"),
+        "{openmetrics}"
+    );
+
+    // A real Prometheus ingests them.
+    let prom_dir = tempfile::tempdir().expect("tempdir");
+    let tls = prom_dir.path().join("tls");
+    std::fs::create_dir(&tls).expect("mkdir");
+    std::fs::write(tls.join("server.crt"), daemon.server_cert_pem()).expect("server.crt");
+    let cert = lxmetrics_tests::ClientCert::generate("metrics.local").write(&tls, "metrics");
+    let added = daemon.cli(&[
+        "trust",
+        "add",
+        cert.to_str().expect("utf-8"),
+        "--type=metrics",
+    ]);
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    let config = format!(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: lxd\n    \
+         metrics_path: /1.0/metrics\n    scheme: https\n    static_configs:\n      - targets: ['{}']\n    \
+         tls_config:\n      ca_file: tls/server.crt\n      cert_file: tls/metrics.crt\n      key_file: tls/metrics.key\n",
+        daemon.address()
+    );
+    let prometheus = lxmetrics_tests::prometheus::Prometheus::start(prom_dir.path(), &config, &[]);
+    let median = prometheus
+        .wait_for(
+            "histogram_quantile(0.5, job_seconds_bucket{task=\"a\"})",
+            Duration::from_secs(60),
+            |r| !r.is_empty(),
+        )
+        .await;
+    assert_eq!(median[0]["value"][1], "1", "{median:?}");
+    for expr in [
+        "rpc_seconds{quantile=\"0.5\"}",
+        "app_latency_seconds_count{name=\"web\"}",
+        "job_seconds_sum{task=\"b\"}",
+    ] {
+        prometheus
+            .wait_for(expr, Duration::from_secs(10), |r| !r.is_empty())
+            .await;
+    }
+}
