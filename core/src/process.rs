@@ -17,7 +17,7 @@ pub struct SelfStat {
 fn invalid(what: &str) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
-        format!("/proc/self/stat: {what}"),
+        format!("/proc/<pid>/stat: {what}"),
     )
 }
 
@@ -47,8 +47,17 @@ pub fn parse_stat(text: &str, clock_ticks: u64, page_size: u64) -> io::Result<Se
 
 /// This process's stat.
 pub fn self_stat() -> io::Result<SelfStat> {
+    stat_at("/proc/self/stat")
+}
+
+/// Another process's stat (benchmarks compare the daemon's CPU with another exporter's).
+pub fn pid_stat(pid: u32) -> io::Result<SelfStat> {
+    stat_at(&format!("/proc/{pid}/stat"))
+}
+
+fn stat_at(path: &str) -> io::Result<SelfStat> {
     parse_stat(
-        &fs::read_to_string("/proc/self/stat")?,
+        &fs::read_to_string(path)?,
         rustix::param::clock_ticks_per_second(),
         rustix::param::page_size() as u64,
     )
@@ -95,6 +104,8 @@ mod tests {
     #[test]
     fn reads_this_process() {
         assert!(self_stat().unwrap().resident_bytes > 0);
+        assert!(pid_stat(std::process::id()).unwrap().resident_bytes > 0);
+        assert!(pid_stat(u32::MAX).is_err());
         assert!(open_fds().unwrap() > 0);
         assert!(max_fds().unwrap() > 0);
     }

@@ -58,13 +58,9 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// User plus system CPU time of a process.
 fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/pid/stat");
-    let after_comm = stat.rsplit_once(')').expect("stat has a comm field").1;
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    // After the comm: state is field 3, utime 14 and stime 15 (1-based, man 5 proc).
-    let ticks: u64 =
-        fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-    Duration::from_secs_f64(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+    let stat =
+        lxmetrics_core::process::pid_stat(pid).unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    Duration::from_secs_f64(stat.cpu_seconds)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
