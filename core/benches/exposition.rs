@@ -100,7 +100,6 @@ fn service(runtime: &tokio::runtime::Runtime) -> MetricsService {
     let svc = MetricsService::new(
         MetricsCache::new(Arc::new(engine), Duration::from_secs(3600)),
         Arc::new(DaemonTelemetry::default()),
-        "lxd",
     );
     // Warm the cache so the benchmarks measure encoding and hits, not the refresh.
     runtime.block_on(svc.cache().snapshot()).unwrap();

@@ -82,6 +82,11 @@ impl RefreshEngine {
         self
     }
 
+    /// The prefix snapshots are served under; the encoders use this one too.
+    pub fn metric_prefix(&self) -> &Arc<str> {
+        &self.prefix
+    }
+
     /// How many refreshes have run (`lxd_metrics_refreshes_total`).
     pub fn refreshes(&self) -> u64 {
         self.refreshes.load(Ordering::Relaxed)

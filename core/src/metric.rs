@@ -57,6 +57,19 @@ impl MetricKind {
         }
     }
 
+    /// Every name the sample lines of a `name` family of this kind use: `name` itself and
+    /// its suffixed names. Collisions are judged on these (a gauge `x_sum` and a summary
+    /// `x` cannot both be served).
+    pub fn served_names(self, name: &str) -> Vec<String> {
+        std::iter::once(name.to_owned())
+            .chain(
+                self.suffixes()
+                    .iter()
+                    .map(|s| format!("{name}{}", s.as_str())),
+            )
+            .collect()
+    }
+
     /// For a histogram or summary, the label that only its buckets or quantiles carry
     /// (`le`, `quantile`): it is the family's last label name.
     pub const fn bound_label(self) -> Option<&'static str> {

@@ -82,12 +82,14 @@ pub struct MetricsService {
 }
 
 impl MetricsService {
-    /// A service over the cache, the daemon counters and the configured prefix.
-    pub fn new(cache: Arc<MetricsCache>, telemetry: Arc<DaemonTelemetry>, prefix: &str) -> Self {
+    /// A service over the cache and the daemon counters, serving names under the
+    /// engine's prefix (one setting, so validation and encoding agree).
+    pub fn new(cache: Arc<MetricsCache>, telemetry: Arc<DaemonTelemetry>) -> Self {
+        let prefix = cache.engine().metric_prefix().clone();
         MetricsService {
             cache,
             telemetry,
-            prefix: prefix.into(),
+            prefix,
             encoders: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENCODINGS)),
         }
     }
@@ -98,7 +100,7 @@ impl MetricsService {
     }
 
     /// The configured metric prefix (`metrics.prefix`).
-    pub fn prefix(&self) -> &str {
+    pub fn prefix(&self) -> &Arc<str> {
         &self.prefix
     }
 
@@ -170,8 +172,8 @@ impl MetricsService {
         let encode = move || encode_body(&snapshot, &prefix, &request);
         match tokio::task::spawn_blocking(encode.clone()).await {
             Ok(body) => body,
-            // Only a panic in the encoder (a bug) or a runtime shutting down gets here; the
-            // request still gets its body.
+            // The runtime is shutting down (or the encoder panicked, a bug that would
+            // panic here again and end only this request): encode in place.
             Err(_) => encode(),
         }
     }
@@ -179,7 +181,7 @@ impl MetricsService {
 
 /// At most this many bodies are encoded at once (distinct `?project=` filters beyond the
 /// cache are encoded per request): more would only queue for the same cores.
-pub const MAX_CONCURRENT_ENCODINGS: usize = 4;
+const MAX_CONCURRENT_ENCODINGS: usize = 4;
 
 /// Encodes and, if asked, compresses the instance part of a body.
 fn encode_body(snapshot: &Snapshot, prefix: &str, request: &ScrapeRequest) -> Arc<EncodedBody> {
@@ -242,6 +244,10 @@ mod tests {
     }
 
     fn service() -> MetricsService {
+        service_with_prefix(crate::config::DEFAULT_METRIC_PREFIX)
+    }
+
+    fn service_with_prefix(prefix: &str) -> MetricsService {
         let mut other = Instance::container("db", "lxc.payload.other_db");
         other.project = "other".into();
         let engine = RefreshEngine::new(
@@ -252,9 +258,10 @@ mod tests {
             vec![("processes", Arc::new(Procs))],
             Arc::new(HostPaths::default()),
             Duration::from_secs(5),
-        );
+        )
+        .with_metric_prefix(prefix);
         let cache = MetricsCache::new(Arc::new(engine), Duration::from_secs(8));
-        MetricsService::new(cache, Arc::new(DaemonTelemetry::default()), "lxd")
+        MetricsService::new(cache, Arc::new(DaemonTelemetry::default()))
     }
 
     fn request(filter: ProjectFilter, format: Format, encoding: ContentEncoding) -> ScrapeRequest {
@@ -276,6 +283,20 @@ mod tests {
                 out
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_engine_prefix_names_collector_and_daemon_series() {
+        let svc = service_with_prefix("incus");
+        let req = request(
+            ProjectFilter::All,
+            Format::PrometheusText,
+            ContentEncoding::Identity,
+        );
+        let body = text(&svc.scrape(&req).await.unwrap());
+        assert!(body.contains("\nincus_procs_total{name=\"web\""), "{body}");
+        assert!(body.contains("\nincus_uptime_seconds "), "{body}");
+        assert!(!body.contains("lxd_"), "{body}");
     }
 
     #[tokio::test]
@@ -345,11 +366,14 @@ mod tests {
             format: req.format,
             encoding: req.encoding,
         };
-        let cached = snapshot
-            .cached_body(&key)
-            .expect("body cached after first scrape");
+        let cached_body = || {
+            snapshot
+                .body_slot(&key)
+                .and_then(|slot| slot.get().cloned())
+        };
+        let cached = cached_body().expect("body cached after first scrape");
         let _ = svc.scrape(&req).await.unwrap();
-        assert!(Arc::ptr_eq(&cached, &snapshot.cached_body(&key).unwrap()));
+        assert!(Arc::ptr_eq(&cached, &cached_body().unwrap()));
         assert_eq!(svc.cache().engine().refreshes(), 1);
 
         svc.telemetry()

@@ -134,11 +134,6 @@ impl Snapshot {
         &self.statuses
     }
 
-    /// A finished cached encoding, if there is one.
-    pub fn cached_body(&self, key: &BodyKey) -> Option<Arc<EncodedBody>> {
-        self.bodies.lock().ok()?.get(key)?.get().cloned()
-    }
-
     /// The slot for this key's encoding, made empty on first use; `None` once
     /// [`MAX_CACHED_BODIES`] keys are taken (the caller encodes without caching).
     pub fn body_slot(&self, key: &BodyKey) -> Option<BodySlot> {
@@ -219,7 +214,8 @@ impl SnapshotBuilder {
         let mut problems = Vec::new();
         for mut family in families {
             let rendered = family.desc.rendered_name(&self.prefix);
-            if let Err(problem) = self.check_family(&family, &rendered) {
+            let served = family.desc.kind.served_names(&rendered);
+            if let Err(problem) = self.check_family(&family, &served) {
                 problems.push(format!("{rendered}: {problem}"));
                 continue;
             }
@@ -229,7 +225,7 @@ impl SnapshotBuilder {
                 });
             }
             dedup_samples(&mut family);
-            self.names.extend(served_names(&family, rendered));
+            self.names.extend(served);
             self.families.push(family);
         }
         let error = (!problems.is_empty()).then(|| {
@@ -247,15 +243,16 @@ impl SnapshotBuilder {
         });
     }
 
-    fn check_family(&self, family: &Family, rendered: &str) -> Result<(), String> {
+    /// Checks a family whose sample lines will use the names `served`.
+    fn check_family(&self, family: &Family, served: &[String]) -> Result<(), String> {
         if !is_valid_metric_name(&family.desc.name) {
             return Err("not a valid metric name".into());
         }
-        for served in served_names(family, rendered.to_owned()) {
-            if daemon_metrics::is_reserved(&served, &self.prefix) {
+        for served in served {
+            if daemon_metrics::is_reserved(served, &self.prefix) {
                 return Err("name is reserved for daemon metrics".into());
             }
-            if self.names.contains(&served) {
+            if self.names.contains(served) {
                 return Err("family already produced by another collector".into());
             }
         }
@@ -296,20 +293,6 @@ impl SnapshotBuilder {
             bodies: Mutex::new(HashMap::new()),
         }
     }
-}
-
-/// Every name a family's sample lines use: its own, and for a histogram or summary the
-/// `_bucket`, `_sum` and `_count` names (a gauge `x_sum` collides with a summary `x`).
-fn served_names(family: &Family, rendered: String) -> Vec<String> {
-    let mut names: Vec<String> = family
-        .desc
-        .kind
-        .suffixes()
-        .iter()
-        .map(|s| format!("{rendered}{}", s.as_str()))
-        .collect();
-    names.push(rendered);
-    names
 }
 
 /// A histogram or summary needs its bound label last and one suffix per sample, of the

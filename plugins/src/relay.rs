@@ -16,9 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use lxmetrics_core::daemon_metrics;
 use lxmetrics_core::instance::InstanceIndex;
-use lxmetrics_core::metric::{
-    Family, LabelValues, MetricDesc, MetricKind, Namespace, Sample, SeriesSuffix,
-};
+use lxmetrics_core::metric::{Family, LabelValues, MetricDesc, Namespace, Sample, SeriesSuffix};
 
 use crate::prom_text::ParsedFamily;
 
@@ -81,7 +79,7 @@ impl RelayedFamilies {
             let family = self.check(family, instance)?;
             if family.existing.is_none() {
                 let desc = &family.family.desc;
-                for served in served_names(&desc.name, desc.kind) {
+                for served in desc.kind.served_names(&desc.name) {
                     if self.served.contains(&served) || !new_names.insert(served.clone()) {
                         return Err(format!(
                             "{served}: the name is already served by another family"
@@ -156,7 +154,8 @@ impl RelayedFamilies {
                 self.reserved_prefix
             ));
         }
-        if served_names(name, kind)
+        if kind
+            .served_names(name)
             .iter()
             .any(|served| daemon_metrics::is_reserved(served, &self.metric_prefix))
         {
@@ -227,22 +226,11 @@ impl RelayedFamilies {
     }
 }
 
-/// The names a family's sample lines use: its own, and a histogram's or summary's
-/// suffixed ones.
-fn served_names(name: &str, kind: MetricKind) -> Vec<String> {
-    std::iter::once(name.to_owned())
-        .chain(
-            kind.suffixes()
-                .iter()
-                .map(|s| format!("{name}{}", s.as_str())),
-        )
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::prom_text::parse;
+    use lxmetrics_core::metric::MetricKind;
 
     fn relay(sources: &[(&str, Option<u32>)]) -> (RelayedFamilies, Vec<Result<(), String>>) {
         let mut relayed = RelayedFamilies::new("lxd", "Relayed in a test");

@@ -77,7 +77,7 @@ fn a_thousand_refreshes_hold_no_more_memory_than_ten() {
             RefreshEngine::new(discovery, collectors, host.clone(), Duration::from_secs(10));
         // A zero window: every scrape is a refresh.
         let cache = MetricsCache::new(Arc::new(engine), Duration::ZERO);
-        let service = MetricsService::new(cache, Arc::new(DaemonTelemetry::default()), "lxd");
+        let service = MetricsService::new(cache, Arc::new(DaemonTelemetry::default()));
         let mut live = Vec::new();
         for round in 0..1010 {
             for encoding in [ContentEncoding::Identity, ContentEncoding::Gzip] {

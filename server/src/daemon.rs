@@ -99,7 +99,7 @@ pub async fn run(
     let telemetry = Arc::new(DaemonTelemetry::default());
     let state = AppState {
         cluster: Arc::new(ArcSwap::from_pointee(config.cluster.members.clone())),
-        metrics: MetricsService::new(cache, telemetry.clone(), config.metrics.prefix.as_str()),
+        metrics: MetricsService::new(cache, telemetry.clone()),
         trust,
         metrics_authentication: config.core.metrics_authentication,
         server_fingerprint: identity.fingerprint.as_str().into(),

@@ -248,7 +248,6 @@ async fn lxd_shaped_output_passes_promtool_except_documented_rules() {
     let service = MetricsService::new(
         MetricsCache::new(Arc::new(engine), Duration::from_secs(8)),
         Arc::new(DaemonTelemetry::default()),
-        "lxd",
     );
     let response = service
         .scrape(&ScrapeRequest {

@@ -236,7 +236,7 @@ impl RemoteWriter {
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         // Encoding a large fleet takes tens of milliseconds (docs/performance.md): off the
         // async workers, so scrapes are not held up behind it.
-        let prefix: Arc<str> = Arc::from(self.metrics.prefix());
+        let prefix = self.metrics.prefix().clone();
         let external_labels = self.external_labels.clone();
         let encoded = tokio::task::spawn_blocking(move || {
             let context = PushContext {
