@@ -14,70 +14,26 @@ use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
 use lxmetrics_core::instance::Instance;
-use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
 use lxmetrics_core::scrape::{encode_instances, MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
 
-const INSTANCES: usize = 1_000;
-const SERIES_PER_INSTANCE: usize = 60;
+#[path = "support/fleet_shape.rs"]
+mod fleet_shape;
 
-/// 60 series per instance, shaped like the real collectors: a cpu family with cpu/mode
-/// labels (2 cpus x 2 modes), network families with a device label (2 devices x 8), and
-/// plain gauges for the rest.
+use fleet_shape::SERIES_PER_INSTANCE;
+
+const INSTANCES: usize = 1_000;
+
+/// Serves the shared benchmark shape for every instance.
 struct Synthetic;
 
 #[async_trait::async_trait]
 impl Collector for Synthetic {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let mut c = Collection::new();
-        let mut cpu = Family::new(
-            MetricDesc::counter("cpu_seconds_total", "CPU"),
-            &["cpu", "mode"],
-        );
-        let mut net: Vec<Family> = (0..8)
-            .map(|i| {
-                Family::new(
-                    MetricDesc {
-                        name: format!("network_counter_{i}_total").into(),
-                        help: "net".into(),
-                        kind: MetricKind::Counter,
-                        namespace: Namespace::Prefixed,
-                    },
-                    &["device"],
-                )
-            })
-            .collect();
-        let plain_count = SERIES_PER_INSTANCE - 4 - 16;
-        let mut plain: Vec<Family> = (0..plain_count)
-            .map(|i| {
-                Family::new(
-                    MetricDesc {
-                        name: format!("memory_key_{i}_bytes").into(),
-                        help: "mem".into(),
-                        kind: MetricKind::Gauge,
-                        namespace: Namespace::Prefixed,
-                    },
-                    &[],
-                )
-            })
-            .collect();
-        for (i, _) in scope.indexed_instances() {
-            for cpu_n in ["0", "1"] {
-                for mode in ["user", "system"] {
-                    cpu.push(i, [cpu_n, mode], 123_456.789);
-                }
-            }
-            for f in &mut net {
-                f.push(i, ["eth0"], 98_765_432.0);
-                f.push(i, ["lo"], 1_234.0);
-            }
-            for f in &mut plain {
-                f.push(i, [""; 0], 4_294_967_296.0);
-            }
-        }
-        c.push(cpu);
-        net.into_iter().for_each(|f| c.push(f));
-        plain.into_iter().for_each(|f| c.push(f));
+        fleet_shape::families(scope.indexed_instances().map(|(i, _)| i))
+            .into_iter()
+            .for_each(|f| c.push(f));
         Ok(c)
     }
 }

@@ -1,4 +1,5 @@
-//! Encoding one remote-write push of 1,000 instances x 60 series: protobuf per series,
+//! Encoding one remote-write push of 1,000 instances x 60 series (the shape
+//! `core/benches/exposition.rs` encodes as text): protobuf per series,
 //! snappy per request of 2,000 series. It runs once per `remote_write.interval`, off the
 //! scrape path; this says what that costs.
 //!
@@ -8,56 +9,13 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lxmetrics_core::instance::Instance;
-use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
+use lxmetrics_core::metric::Family;
 use lxmetrics_server::remote_write::proto::{encode_batches, PushContext};
 
-const INSTANCES: u32 = 1_000;
+#[path = "../../core/benches/support/fleet_shape.rs"]
+mod fleet_shape;
 
-/// 60 series per instance shaped like the built-in collectors: 4 cpu series with two
-/// labels, 16 network series with a device label, 40 unlabelled gauges.
-fn families() -> Vec<Family> {
-    let desc = |name: String, kind| MetricDesc {
-        name: name.into(),
-        help: "h".into(),
-        kind,
-        namespace: Namespace::Prefixed,
-    };
-    let mut cpu = Family::new(
-        MetricDesc::counter("cpu_seconds_total", "CPU"),
-        &["cpu", "mode"],
-    );
-    let mut net: Vec<Family> = (0..8)
-        .map(|i| {
-            Family::new(
-                desc(format!("network_counter_{i}_total"), MetricKind::Counter),
-                &["device"],
-            )
-        })
-        .collect();
-    let mut plain: Vec<Family> = (0..40)
-        .map(|i| {
-            Family::new(
-                desc(format!("memory_key_{i}_bytes"), MetricKind::Gauge),
-                &[],
-            )
-        })
-        .collect();
-    for i in 0..INSTANCES {
-        for cpu_n in ["0", "1"] {
-            for mode in ["user", "system"] {
-                cpu.push(i, [cpu_n, mode], 123_456.789);
-            }
-        }
-        for f in &mut net {
-            f.push(i, ["eth0"], 98_765_432.0);
-            f.push(i, ["lo"], 1_234.0);
-        }
-        for f in &mut plain {
-            f.push(i, [""; 0], 4_294_967_296.0);
-        }
-    }
-    std::iter::once(cpu).chain(net).chain(plain).collect()
-}
+const INSTANCES: u32 = 1_000;
 
 fn remote_write_push(c: &mut Criterion) {
     let instances: Vec<Instance> = (0..INSTANCES)
@@ -68,7 +26,7 @@ fn remote_write_push(c: &mut Criterion) {
             )
         })
         .collect();
-    let families = families();
+    let families = fleet_shape::families(0..INSTANCES);
     let refs: Vec<&Family> = families.iter().collect();
     let series: usize = families.iter().map(|f| f.samples.len()).sum();
     let external = vec![("host".to_owned(), "node-1".to_owned())];
