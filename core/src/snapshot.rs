@@ -362,6 +362,13 @@ mod tests {
         vec![Instance::container("a", "a"), Instance::container("b", "b")].into()
     }
 
+    fn collection(families: Vec<Family>) -> Collection {
+        Collection {
+            families,
+            ..Default::default()
+        }
+    }
+
     fn cpu() -> Family {
         Family::new(MetricDesc::counter("cpu_seconds_total", "h"), &["mode"])
     }
@@ -390,14 +397,7 @@ mod tests {
         fam.push(0, ["user"], 9.0);
         fam.push(0, ["system"], 2.0);
         let mut b = SnapshotBuilder::new(instances());
-        b.add_collection(
-            "cpu",
-            Duration::ZERO,
-            Collection {
-                families: vec![fam],
-                ..Default::default()
-            },
-        );
+        b.add_collection("cpu", Duration::ZERO, collection(vec![fam]));
         let s = b.finish();
         let values: Vec<f64> = s.families()[0].samples.iter().map(|s| s.value).collect();
         assert_eq!(values, [1.0, 2.0]);
@@ -425,14 +425,7 @@ mod tests {
         for fam in bad_cases {
             let desc = format!("{fam:?}");
             let mut b = SnapshotBuilder::new(instances());
-            b.add_collection(
-                "x",
-                Duration::ZERO,
-                Collection {
-                    families: vec![fam],
-                    ..Default::default()
-                },
-            );
+            b.add_collection("x", Duration::ZERO, collection(vec![fam]));
             let s = b.finish();
             assert!(s.families().is_empty(), "{desc}");
             assert!(!s.statuses()[0].success, "{desc}");
@@ -445,14 +438,7 @@ mod tests {
         for name in ["one", "two"] {
             let mut fam = cpu();
             fam.push(0, ["user"], 1.0);
-            b.add_collection(
-                name,
-                Duration::ZERO,
-                Collection {
-                    families: vec![fam],
-                    ..Default::default()
-                },
-            );
+            b.add_collection(name, Duration::ZERO, collection(vec![fam]));
         }
         let s = b.finish();
         assert_eq!(s.families().len(), 1);
@@ -477,14 +463,7 @@ mod tests {
             first.push(0, ["user"], 1.0);
             let mut b = SnapshotBuilder::new(instances()).with_prefix(Arc::from(prefix));
             for (name, fam) in [("one", first), ("two", second)] {
-                b.add_collection(
-                    name,
-                    Duration::ZERO,
-                    Collection {
-                        families: vec![fam],
-                        ..Default::default()
-                    },
-                );
+                b.add_collection(name, Duration::ZERO, collection(vec![fam]));
             }
             let s = b.finish();
             assert_eq!(s.families().len(), if collide { 1 } else { 2 }, "{prefix}");
@@ -495,10 +474,7 @@ mod tests {
         b.add_collection(
             "x",
             Duration::ZERO,
-            Collection {
-                families: vec![bare("lxd_uptime_seconds")],
-                ..Default::default()
-            },
+            collection(vec![bare("lxd_uptime_seconds")]),
         );
         let s = b.finish();
         assert!(s.families().is_empty());

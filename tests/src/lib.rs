@@ -342,6 +342,33 @@ impl Daemon {
             .expect("run the daemon's CLI")
     }
 
+    /// Trusts the certificate at `cert` as a metrics certificate; panics with the CLI's
+    /// error if that fails.
+    pub fn trust_metrics(&self, cert: &Path) {
+        let out = self.cli(&[
+            "trust",
+            "add",
+            cert.to_str().expect("utf-8 path"),
+            "--type=metrics",
+        ]);
+        assert!(
+            out.status.success(),
+            "trust add {}: {}",
+            cert.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// What a Prometheus in `dir` needs to scrape this daemon as examples/prometheus.yml
+    /// says: `tls/server.crt` (this daemon's certificate as the CA) and a new metrics
+    /// certificate `tls/metrics.crt`/`.key` that this daemon trusts.
+    pub fn write_prometheus_tls(&self, dir: &Path) {
+        let tls = dir.join("tls");
+        std::fs::create_dir_all(&tls).expect("mkdir tls");
+        std::fs::write(tls.join("server.crt"), self.server_cert_pem()).expect("server.crt");
+        self.trust_metrics(&ClientCert::generate("metrics.local").write(&tls, "metrics"));
+    }
+
     /// Kills the daemon with SIGKILL and hands back its state directory.
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{free_port, require_program};
+use crate::{free_port, require_program, workspace_root, Daemon};
 
 /// A running Prometheus.
 pub struct Prometheus {
@@ -25,6 +25,22 @@ impl Prometheus {
     pub fn start(dir: &Path, config: &str, extra_args: &[&str]) -> Prometheus {
         std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
         Self::start_on(dir, free_port(), extra_args)
+    }
+
+    /// Starts Prometheus in `dir` scraping `daemon` over mutual TLS every second, with
+    /// examples/prometheus.yml as shipped (its target and interval changed).
+    pub fn scraping(dir: &Path, daemon: &Daemon) -> Prometheus {
+        daemon.write_prometheus_tls(dir);
+        let example = std::fs::read_to_string(workspace_root().join("examples/prometheus.yml"))
+            .expect("examples/prometheus.yml");
+        assert!(example.contains("'127.0.0.1:8443'") && example.contains("scrape_interval: 15s"));
+        let config = example
+            .replace("'127.0.0.1:8443'", &format!("'{}'", daemon.address()))
+            .replace(
+                "scrape_interval: 15s",
+                "scrape_interval: 1s\n  scrape_timeout: 1s",
+            );
+        Prometheus::start(dir, &config, &[])
     }
 
     /// Starts Prometheus in `dir` (with its existing `prometheus.yml` and data) on `port`.

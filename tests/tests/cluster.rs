@@ -7,20 +7,6 @@ use std::time::Duration;
 use lxmetrics_tests::prometheus::Prometheus;
 use lxmetrics_tests::{free_port, ClientCert, Daemon};
 
-fn trust_metrics(daemon: &Daemon, cert: &std::path::Path) {
-    let out = daemon.cli(&[
-        "trust",
-        "add",
-        cert.to_str().expect("utf-8"),
-        "--type=metrics",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn prometheus_discovers_and_scrapes_every_member() {
     let b = Daemon::start(&[]);
@@ -62,8 +48,8 @@ async fn prometheus_discovers_and_scrapes_every_member() {
     std::fs::create_dir(&tls).expect("mkdir tls");
     let metrics = ClientCert::generate("prometheus.local");
     let cert = metrics.write(&tls, "metrics");
-    trust_metrics(&a, &cert);
-    trust_metrics(&b, &cert);
+    a.trust_metrics(&cert);
+    b.trust_metrics(&cert);
     let bundle = [a.server_cert_pem(), b.server_cert_pem()].concat();
     std::fs::write(tls.join("servers.crt"), bundle).expect("CA bundle");
 

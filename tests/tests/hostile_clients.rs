@@ -18,6 +18,16 @@ fn loopback() -> ServerName<'static> {
     ServerName::IpAddress(IpAddr::V4(Ipv4Addr::LOCALHOST).into())
 }
 
+/// A TLS connection to the daemon with its trusted client certificate, offering `alpn`.
+async fn trusted_tls(daemon: &Daemon, alpn: &[u8]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let connector = daemon.tls_connector(Some(&daemon.client_cert), &[alpn]);
+    let tcp = TcpStream::connect(daemon.address()).await.expect("connect");
+    connector
+        .connect(loopback(), tcp)
+        .await
+        .expect("TLS handshake")
+}
+
 /// One legitimate scrape; fails the test unless it is answered 200 within 5 s.
 async fn scrape_ok(daemon: &Daemon, client: &reqwest::Client) -> Duration {
     let started = Instant::now();
@@ -149,12 +159,7 @@ async fn a_ten_megabyte_header_is_refused() {
     let client = daemon.client();
     scrape_ok(&daemon, &client).await;
     let rss = daemon.rss_kib();
-    let connector = daemon.tls_connector(Some(&daemon.client_cert), &[b"http/1.1"]);
-    let tcp = TcpStream::connect(daemon.address()).await.expect("connect");
-    let tls = connector
-        .connect(loopback(), tcp)
-        .await
-        .expect("TLS handshake");
+    let tls = trusted_tls(&daemon, b"http/1.1").await;
     let (mut reader, mut writer) = tokio::io::split(tls);
     let sender = tokio::spawn(async move {
         let _ = writer
@@ -188,12 +193,7 @@ async fn an_http2_rapid_reset_flood_is_cut_off() {
     let client = daemon.client();
     scrape_ok(&daemon, &client).await;
     let rss = daemon.rss_kib();
-    let connector = daemon.tls_connector(Some(&daemon.client_cert), &[b"h2"]);
-    let tcp = TcpStream::connect(daemon.address()).await.expect("connect");
-    let tls = connector
-        .connect(loopback(), tcp)
-        .await
-        .expect("TLS handshake");
+    let tls = trusted_tls(&daemon, b"h2").await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let (mut h2, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
     let driver = tokio::spawn(connection);

@@ -304,28 +304,7 @@ async fn histograms_and_summaries_are_relayed_and_reach_prometheus() {
 
     // A real Prometheus ingests them.
     let prom_dir = tempfile::tempdir().expect("tempdir");
-    let tls = prom_dir.path().join("tls");
-    std::fs::create_dir(&tls).expect("mkdir");
-    std::fs::write(tls.join("server.crt"), daemon.server_cert_pem()).expect("server.crt");
-    let cert = lxmetrics_tests::ClientCert::generate("metrics.local").write(&tls, "metrics");
-    let added = daemon.cli(&[
-        "trust",
-        "add",
-        cert.to_str().expect("utf-8"),
-        "--type=metrics",
-    ]);
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
-    let config = format!(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\nscrape_configs:\n  - job_name: lxd\n    \
-         metrics_path: /1.0/metrics\n    scheme: https\n    static_configs:\n      - targets: ['{}']\n    \
-         tls_config:\n      ca_file: tls/server.crt\n      cert_file: tls/metrics.crt\n      key_file: tls/metrics.key\n",
-        daemon.address()
-    );
-    let prometheus = lxmetrics_tests::prometheus::Prometheus::start(prom_dir.path(), &config, &[]);
+    let prometheus = lxmetrics_tests::prometheus::Prometheus::scraping(prom_dir.path(), &daemon);
     let median = prometheus
         .wait_for(
             "histogram_quantile(0.5, job_seconds_bucket{task=\"a\"})",

@@ -8,23 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use lxmetrics_tests::prometheus::Prometheus;
-use lxmetrics_tests::{ClientCert, Daemon};
+use lxmetrics_tests::Daemon;
 
 #[tokio::test]
 async fn prometheus_scrapes_over_mtls_with_server_name() {
     let daemon = Daemon::start(&[]);
     let dir = tempfile::tempdir().unwrap();
-    let tls = dir.path().join("tls");
-    std::fs::create_dir(&tls).unwrap();
-    std::fs::write(tls.join("server.crt"), daemon.server_cert_pem()).unwrap();
-    let metrics = ClientCert::generate("metrics.local");
-    let cert = metrics.write(&tls, "metrics");
-    let added = daemon.cli(&["trust", "add", cert.to_str().unwrap(), "--type=metrics"]);
-    assert!(
-        added.status.success(),
-        "{}",
-        String::from_utf8_lossy(&added.stderr)
-    );
+    daemon.write_prometheus_tls(dir.path());
 
     let target = daemon.url.trim_start_matches("https://").to_owned();
     let host_name = lxmetrics_server_host_name();
