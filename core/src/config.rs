@@ -117,6 +117,10 @@ pub struct CollectorsConfig {
 pub struct InstancesConfig {
     /// Rules tried in order; the first that matches a cgroup names the instance.
     pub source: Vec<InstanceSource>,
+    /// `[instances.lxd]`: the LXD daemon of this host, if any.
+    pub lxd: DaemonSocket,
+    /// `[instances.incus]`: the Incus daemon of this host, if any.
+    pub incus: DaemonSocket,
 }
 
 impl Default for InstancesConfig {
@@ -126,6 +130,38 @@ impl Default for InstancesConfig {
                 .iter()
                 .map(|p| InstanceSource::preset(*p))
                 .collect(),
+            lxd: DaemonSocket::default(),
+            incus: DaemonSocket::default(),
+        }
+    }
+}
+
+/// Where LXD looks for its API socket when `instances.lxd.socket` is not set.
+pub const LXD_SOCKETS: [&str; 2] = [
+    "/var/snap/lxd/common/lxd/unix.socket",
+    "/var/lib/lxd/unix.socket",
+];
+/// Where Incus looks for its API socket when `instances.incus.socket` is not set.
+pub const INCUS_SOCKETS: [&str; 1] = ["/var/lib/incus/unix.socket"];
+
+/// The unix socket of a container manager's API (`instances.lxd.socket`,
+/// `instances.incus.socket`). A host where it exists is that manager's host: its cgroup
+/// names carry projects (`lxc.payload.<project>_<name>`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSocket {
+    /// The socket path; unset means the manager's usual paths, `""` turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+}
+
+impl DaemonSocket {
+    /// The paths to look at, in order: the configured one, or `defaults`.
+    pub fn candidates(&self, defaults: &[&str]) -> Vec<PathBuf> {
+        match &self.socket {
+            Some(path) if path.as_os_str().is_empty() => Vec::new(),
+            Some(path) => vec![path.clone()],
+            None => defaults.iter().map(PathBuf::from).collect(),
         }
     }
 }
@@ -718,7 +754,11 @@ mod tests {
         let value = Value::serialize(Config::default()).unwrap();
         let mut keys = Vec::new();
         walk("", &value, &mut keys);
-        keys.push("core.metrics_address".into()); // None by default, so not serialized
+        // None by default, so not serialized (their tables show up empty).
+        keys.retain(|k| k != "instances.lxd" && k != "instances.incus");
+        keys.push("core.metrics_address".into());
+        keys.push("instances.lxd.socket".into());
+        keys.push("instances.incus.socket".into());
         keys
     }
 

@@ -151,7 +151,11 @@ impl DaemonTelemetry {
     }
 
     /// The daemon families for one response. `filter` hides instance counts of projects
-    /// the caller may not see.
+    /// the caller may not see; a response limited to projects (a restricted
+    /// certificate, or `?project=`) also leaves out the daemon's internal series
+    /// (`lxd_metrics_*` and added sources such as remote write), which describe every
+    /// project's instances. Process health (`process_*`, uptime) and the API request
+    /// counters (shown to every trusted caller, as LXD does) stay.
     pub fn families(
         &self,
         snapshot: &Snapshot,
@@ -188,6 +192,11 @@ impl DaemonTelemetry {
         let mut ongoing = Family::new(API_ONGOING, &[]);
         ongoing.push_unscoped([""; 0], self.ongoing.load(Ordering::Relaxed) as f64);
         out.push(ongoing);
+
+        if *filter != ProjectFilter::All {
+            out.extend(self.process_families());
+            return out;
+        }
 
         let mut duration = Family::new(COLLECTOR_DURATION, &["collector"]);
         let mut success = Family::new(COLLECTOR_SUCCESS, &["collector"]);

@@ -2,12 +2,13 @@
 //! patterns) matched against the cgroup tree, walking only the directories a pattern can
 //! reach. An instance is running when its cgroup (or a descendant) holds a process.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lxmetrics_core::collector::{run_blocking, HostPaths};
-use lxmetrics_core::config::{InstanceSource, Preset};
+use lxmetrics_core::config::{InstanceSource, InstancesConfig, Preset, INCUS_SOCKETS, LXD_SOCKETS};
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
 use lxmetrics_core::instance::{Instance, InstanceType};
 
@@ -173,12 +174,31 @@ fn systemd_unescape(text: &str) -> String {
 #[derive(Clone, Debug)]
 pub struct CgroupDiscovery {
     rules: Vec<Rule>,
+    /// The LXD and Incus API sockets: while one exists, `<project>_<name>` is split.
+    manager_sockets: Arc<[PathBuf]>,
+    /// Conflicting cgroup pairs already logged, so each is reported once.
+    conflicts: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
 impl CgroupDiscovery {
-    /// Discovery for the configured `[[instances.source]]` rules (validated by the config).
-    pub fn new(sources: &[InstanceSource]) -> Self {
-        let rules = sources
+    /// Discovery for the configured `[instances]`: the `[[instances.source]]` rules
+    /// (validated by the config) and the LXD/Incus sockets that tell an LXD host.
+    pub fn new(instances: &InstancesConfig) -> Self {
+        let manager_sockets = instances
+            .lxd
+            .candidates(&LXD_SOCKETS)
+            .into_iter()
+            .chain(instances.incus.candidates(&INCUS_SOCKETS))
+            .collect();
+        CgroupDiscovery {
+            rules: Self::rules(&instances.source),
+            manager_sockets,
+            conflicts: Arc::default(),
+        }
+    }
+
+    fn rules(sources: &[InstanceSource]) -> Vec<Rule> {
+        sources
             .iter()
             .flat_map(|s| match (s.preset, &s.pattern) {
                 (Some(preset), _) => preset_rules(preset),
@@ -190,8 +210,14 @@ impl CgroupDiscovery {
                 )],
                 (None, None) => Vec::new(),
             })
-            .collect();
-        CgroupDiscovery { rules }
+            .collect()
+    }
+
+    /// Whether LXD or Incus runs here: only they forbid `_` in project and instance
+    /// names, so only on their hosts does `lxc.payload.prod_web` mean `prod`/`web`;
+    /// plain LXC allows `prod_web` as a container name.
+    fn lxd_host(&self) -> bool {
+        self.manager_sockets.iter().any(|p| p.exists())
     }
 
     /// Walks the tree under `cgroup_root`'s discovery hierarchy (blocking).
@@ -199,6 +225,7 @@ impl CgroupDiscovery {
         let layout =
             Layout::detect(&host.cgroup_root).map_err(|e| DiscoveryError(e.to_string()))?;
         let root = layout.discovery_root();
+        let lxd_host = self.lxd_host();
         let mut found: Vec<(usize, Instance)> = Vec::new();
         let mut reader = FileReader::new();
         for rule in &self.rules {
@@ -212,12 +239,14 @@ impl CgroupDiscovery {
                 &mut matches,
             );
             for (relative, name, project) in matches {
-                let Some(pid) = first_pid(&root.join(&relative), &mut reader, PID_SEARCH_DEPTH)
-                else {
+                let Some(pid) = first_pid(&root.join(&relative), PID_SEARCH_DEPTH, |d| {
+                    let pids = reader.parse(&d.join("cgroup.procs"), parse::pid_list);
+                    pids.ok().and_then(|pids| pids.first().copied())
+                }) else {
                     continue; // not running
                 };
                 let name = systemd_unescape(&name);
-                let (project, name) = match (project, rule.lxd_project_prefix) {
+                let (project, name) = match (project, rule.lxd_project_prefix && lxd_host) {
                     (Some(p), _) => (p, name),
                     (None, true) => match name.split_once('_') {
                         Some((p, n)) if !p.is_empty() && !n.is_empty() => {
@@ -242,17 +271,45 @@ impl CgroupDiscovery {
         // A cgroup matched by several rules belongs to the most specific one.
         found.sort_by_key(|(specificity, _)| std::cmp::Reverse(*specificity));
         let mut cgroups = HashSet::new();
-        let mut names = HashSet::new();
-        let mut instances: Vec<Instance> = found
-            .into_iter()
-            .map(|(_, i)| i)
-            .filter(|i| cgroups.insert(i.cgroup.clone()))
-            .filter(|i| names.insert((i.project.clone(), i.name.clone())))
-            .collect();
+        let mut names: HashMap<(String, String), String> = HashMap::new();
+        let mut instances = Vec::with_capacity(found.len());
+        for (_, instance) in found {
+            if !cgroups.insert(instance.cgroup.clone()) {
+                continue;
+            }
+            let key = (instance.project.clone(), instance.name.clone());
+            if let Some(kept) = names.get(&key) {
+                self.report_conflict(kept, &instance);
+                continue;
+            }
+            names.insert(key, instance.cgroup.clone());
+            instances.push(instance);
+        }
         instances.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         Ok(instances)
     }
 }
+
+impl CgroupDiscovery {
+    /// Two cgroups map to one project and name: the first (most specific rule) is
+    /// served; the other is logged once per pair, never dropped silently.
+    fn report_conflict(&self, kept: &str, dropped: &Instance) {
+        let pair = (kept.to_owned(), dropped.cgroup.clone());
+        let mut logged = self.conflicts.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.len() < MAX_LOGGED_CONFLICTS && logged.insert(pair) {
+            tracing::warn!(
+                project = %dropped.project,
+                name = %dropped.name,
+                served = kept,
+                skipped = %dropped.cgroup,
+                "two cgroups map to the same instance; serving the first"
+            );
+        }
+    }
+}
+
+/// Conflict pairs remembered for log-once; beyond this they are no longer logged.
+const MAX_LOGGED_CONFLICTS: usize = 1024;
 
 #[async_trait]
 impl Discovery for CgroupDiscovery {
@@ -320,24 +377,46 @@ fn walk(
     }
 }
 
-/// The first pid in the cgroup or its descendants (breadth first, bounded depth).
-fn first_pid(dir: &Path, reader: &mut FileReader, depth: usize) -> Option<u32> {
+/// The first pid in the cgroup or its descendants: the cgroup itself, then systemd's
+/// `init.scope`, then breadth first. The search below an instance cgroup is bounded in
+/// depth and in directories visited, because that tree belongs to the tenant: 5,000
+/// empty child cgroups must cost discovery no more than a few (such an instance may be
+/// reported as not running; other instances are not affected).
+fn first_pid(
+    dir: &Path,
+    depth: usize,
+    mut pid_of: impl FnMut(&Path) -> Option<u32>,
+) -> Option<u32> {
+    let mut budget = PID_SEARCH_BUDGET;
+    let mut pid_in = |d: &Path, budget: &mut usize| -> Option<u32> {
+        *budget = budget.checked_sub(1)?;
+        pid_of(d)
+    };
+    if let Some(pid) = pid_in(dir, &mut budget) {
+        return Some(pid);
+    }
+    if let Some(pid) = pid_in(&dir.join("init.scope"), &mut budget) {
+        return Some(pid);
+    }
     let mut level: Vec<PathBuf> = vec![dir.to_path_buf()];
-    for _ in 0..=depth {
+    for _ in 0..depth {
         let mut next = Vec::new();
         for d in &level {
-            if let Ok(pids) = reader.parse(&d.join("cgroup.procs"), parse::pid_list) {
-                if let Some(pid) = pids.first() {
-                    return Some(*pid);
+            let Ok(entries) = std::fs::read_dir(d) else {
+                continue;
+            };
+            // read_dir is lazy: taking at most the budget bounds the listing too.
+            for entry in entries.flatten().take(budget) {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let path = entry.path();
+                    if let Some(pid) = pid_in(&path, &mut budget) {
+                        return Some(pid);
+                    }
+                    next.push(path);
                 }
-            }
-            if let Ok(entries) = std::fs::read_dir(d) {
-                next.extend(
-                    entries
-                        .flatten()
-                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                        .map(|e| e.path()),
-                );
+                if budget == 0 {
+                    return None;
+                }
             }
         }
         if next.is_empty() {
@@ -347,6 +426,9 @@ fn first_pid(dir: &Path, reader: &mut FileReader, depth: usize) -> Option<u32> {
     }
     None
 }
+
+/// How many cgroups one instance's pid search may look into.
+const PID_SEARCH_BUDGET: usize = 64;
 
 #[cfg(test)]
 mod tests {
@@ -394,6 +476,90 @@ mod tests {
         assert_eq!(systemd_unescape("plain"), "plain");
         assert_eq!(systemd_unescape("bad\\xzz"), "bad\\xzz");
         assert_eq!(systemd_unescape("end\\x"), "end\\x");
+    }
+
+    #[test]
+    fn the_pid_search_below_an_instance_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let instance = dir.path().join("lxc.payload.tenant");
+        for i in 0..5_000 {
+            std::fs::create_dir_all(instance.join(format!("c{i:04}"))).unwrap();
+        }
+        let deep = instance.join("c4999/x");
+        std::fs::create_dir_all(&deep).unwrap();
+        let mut looked = 0;
+        let found = first_pid(&instance, PID_SEARCH_DEPTH, |d| {
+            looked += 1;
+            (d == deep).then_some(42)
+        });
+        assert_eq!(found, None, "5,000 empty cgroups are not all searched");
+        assert!(looked <= PID_SEARCH_BUDGET, "{looked} cgroups looked into");
+
+        // The usual places are found at once: the cgroup itself, systemd's init.scope.
+        let mut looked = 0;
+        let own = first_pid(&instance, PID_SEARCH_DEPTH, |d| {
+            looked += 1;
+            (d == instance).then_some(7)
+        });
+        assert_eq!((own, looked), (Some(7), 1));
+        let init = instance.join("init.scope");
+        let scoped = first_pid(&instance, PID_SEARCH_DEPTH, |d| (d == init).then_some(9));
+        assert_eq!(scoped, Some(9));
+    }
+
+    #[test]
+    fn plain_lxc_names_keep_their_underscore_off_lxd_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup");
+        for name in ["prod_web", "web", "default_web"] {
+            let c = cgroup.join(format!("lxc.payload.{name}"));
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("cgroup.procs"), "1\n").unwrap();
+        }
+        std::fs::write(cgroup.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let host = HostPaths {
+            cgroup_root: cgroup,
+            ..HostPaths::default()
+        };
+        let socket = dir.path().join("lxd.socket");
+        let config = |socket: &Path| InstancesConfig {
+            source: vec![InstanceSource::preset(Preset::Lxc)],
+            lxd: lxmetrics_core::config::DaemonSocket {
+                socket: Some(socket.to_owned()),
+            },
+            incus: lxmetrics_core::config::DaemonSocket {
+                socket: Some(PathBuf::new()),
+            },
+        };
+        let names = |found: Vec<Instance>| -> Vec<(String, String)> {
+            found.into_iter().map(|i| (i.project, i.name)).collect()
+        };
+
+        // Plain LXC: whole names in project default, nothing dropped.
+        let plain = CgroupDiscovery::new(&config(&socket));
+        let found = names(plain.discover_blocking(&host).unwrap());
+        let expected = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(p, n)| (p.to_string(), n.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            found,
+            expected(&[
+                ("default", "default_web"),
+                ("default", "prod_web"),
+                ("default", "web")
+            ])
+        );
+
+        // Once the LXD socket exists, LXD's <project>_<name> is split; default_web and web
+        // then map to one instance: one is served, the other logged, not both lost.
+        std::fs::write(&socket, "").unwrap();
+        let lxd = CgroupDiscovery::new(&config(&socket));
+        let found = names(lxd.discover_blocking(&host).unwrap());
+        assert_eq!(found, expected(&[("default", "web"), ("prod", "web")]));
+        assert_eq!(lxd.conflicts.lock().unwrap().len(), 1);
     }
 
     #[test]

@@ -35,6 +35,15 @@ fn host(layout: &str) -> HostPaths {
     }
 }
 
+/// The default instance sources on a fixture host that is an LXD host (its `lxd.socket`
+/// marker exists), so `lxc.payload.prod_db` is `prod`/`db`.
+fn lxd_host(layout: &str) -> InstancesConfig {
+    let mut config = InstancesConfig::default();
+    config.lxd.socket = Some(fixture(layout).join("lxd.socket"));
+    config.incus.socket = Some(PathBuf::new());
+    config
+}
+
 async fn refresh(layout: &str) -> Snapshot {
     let host = Arc::new(host(layout));
     let collectors = registry::build_enabled(
@@ -43,7 +52,7 @@ async fn refresh(layout: &str) -> Snapshot {
         &host,
     )
     .unwrap();
-    let discovery = CgroupDiscovery::new(&InstancesConfig::default().source);
+    let discovery = CgroupDiscovery::new(&lxd_host(layout));
     let engine = RefreshEngine::new(
         Arc::new(discovery),
         collectors,
@@ -248,7 +257,7 @@ async fn values_follow_the_fixture_files() {
 
 #[tokio::test]
 async fn discovery_alone_skips_instances_without_processes() {
-    let discovery = CgroupDiscovery::new(&InstancesConfig::default().source);
+    let discovery = CgroupDiscovery::new(&lxd_host("v2"));
     let found = discovery.discover(&host("v2")).await.unwrap();
     assert!(found.iter().all(|i| i.name != "stopped"));
     let web = found.iter().find(|i| i.name == "web").unwrap();
@@ -342,10 +351,13 @@ async fn custom_patterns_replace_the_presets() {
             ..Default::default()
         },
     ];
-    let found = CgroupDiscovery::new(&sources)
-        .discover(&host("v2"))
-        .await
-        .unwrap();
+    let found = CgroupDiscovery::new(&InstancesConfig {
+        source: sources,
+        ..lxd_host("v2")
+    })
+    .discover(&host("v2"))
+    .await
+    .unwrap();
     let summary: Vec<String> = found
         .iter()
         .map(|i| format!("{}/{}/{}", i.project, i.name, i.kind))

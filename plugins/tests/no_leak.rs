@@ -72,7 +72,7 @@ fn a_thousand_refreshes_hold_no_more_memory_than_ten() {
             &host,
         )
         .expect("collectors");
-        let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default().source));
+        let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default()));
         let engine =
             RefreshEngine::new(discovery, collectors, host.clone(), Duration::from_secs(10));
         // A zero window: every scrape is a refresh.

@@ -75,6 +75,11 @@ impl http_body::Body for PartsBody {
     }
 }
 
+/// A body with nothing in it (HEAD responses).
+pub fn empty() -> ServedBody {
+    Either::Right(PartsBody::new(Vec::new()))
+}
+
 /// Turns a warp response into what the connection sends, swapping in body parts when the
 /// handler left them in a [`PartsExtension`].
 pub fn into_served(response: warp::reply::Response) -> http::Response<ServedBody> {

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 
 use crate::cli::DaemonArgs;
 use crate::listener::HttpListener;
-use crate::pki::Pki;
+use crate::pki::PkiFiles;
 use crate::routes::{routes, AppState, ListenerScope};
 use crate::tls::config as tls_config;
 use crate::tls::server_cert;
@@ -67,7 +67,7 @@ pub async fn run(
     );
     let tls = tls_config::server_config(&identity).context("TLS configuration")?;
     let pki = match config.core.trust_ca_certificates {
-        true => Some(Arc::new(Pki::load(state_dir)?)),
+        true => Some(PkiFiles::load(state_dir)?),
         false => None,
     };
     println!(
@@ -107,6 +107,11 @@ pub async fn run(
     };
 
     let (stop_pushing, pushing_stopped) = watch::channel(false);
+    let trust_watch = tokio::spawn(state.trust.clone().watch(pushing_stopped.clone()));
+    let pki_watch = state
+        .pki
+        .clone()
+        .map(|files| tokio::spawn(files.watch(pushing_stopped.clone())));
     let pusher = crate::remote_write::RemoteWriter::from_config(
         &config.remote_write,
         state.metrics.clone(),
@@ -153,6 +158,18 @@ pub async fn run(
         match signals.next().await {
             Signal::Terminate => break,
             Signal::Hangup => {
+                // The revocation list first: it must apply even if the configuration
+                // file is broken.
+                if let Some(files) = &state.pki {
+                    let files = files.clone();
+                    match tokio::task::spawn_blocking(move || files.reload()).await {
+                        Ok(Ok(())) => tracing::info!("SIGHUP: CA and revocation list reloaded"),
+                        Ok(Err(e)) => tracing::error!(
+                            "SIGHUP: {e}; the previous CA and revocation list stay in force"
+                        ),
+                        Err(e) => tracing::error!("SIGHUP: PKI reload interrupted: {e}"),
+                    }
+                }
                 // Re-read the configuration; re-bind listeners whose address changed. The
                 // new socket is bound before the old one stops, so a failed bind keeps
                 // the old listener serving.
@@ -212,6 +229,10 @@ pub async fn run(
     }
     tracing::info!("shutting down");
     let _ = stop_pushing.send(true);
+    let _ = trust_watch.await;
+    if let Some(watch) = pki_watch {
+        let _ = watch.await;
+    }
     if let Some(pusher) = pusher {
         let _ = tokio::time::timeout(Duration::from_secs(2), pusher).await;
     }
@@ -282,9 +303,7 @@ impl Signals {
 
 /// Instance discovery from the cgroup tree, by the `[[instances.source]]` rules.
 fn discovery(config: &Config) -> Arc<dyn lxmetrics_core::discovery::Discovery> {
-    Arc::new(lxmetrics_plugins::CgroupDiscovery::new(
-        &config.instances.source,
-    ))
+    Arc::new(lxmetrics_plugins::CgroupDiscovery::new(&config.instances))
 }
 
 /// Binds one TLS listener and prints its address.

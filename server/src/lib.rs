@@ -52,6 +52,9 @@ pub fn run() -> anyhow::Result<()> {
         .unwrap_or_else(state_dir::default_state_dir);
     match &cli.command {
         Command::Daemon(args) => {
+            // Before anything is read from it: a state directory another user can write
+            // could hold a planted trust store or configuration.
+            state_dir::check_private(&state_dir)?;
             let config =
                 daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args))?;
             state_dir::ensure(&state_dir).with_context(|| {

@@ -83,14 +83,19 @@ impl HttpListener {
     }
 
     /// Binds the unix socket at `path` (mode 0660), replacing a stale socket file.
+    ///
+    /// The socket is created with its final mode (a umask around `bind`), never
+    /// `chmod`-ed afterwards: a chmod follows a symlink swapped in at the path, and a
+    /// socket that is briefly wider open lets a local user in before the mode is set.
+    /// Only a socket is ever removed from the path; anything else there is an error.
     pub fn bind_unix(
         path: &Path,
         routes: BoxedFilter<(Response,)>,
         telemetry: Arc<DaemonTelemetry>,
     ) -> std::io::Result<Self> {
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if meta.file_type().is_socket() {
+        use std::os::unix::fs::FileTypeExt;
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
                 // A live daemon answers; a stale file from a crash is removed.
                 if std::os::unix::net::UnixStream::connect(path).is_ok() {
                     return Err(std::io::Error::new(
@@ -100,9 +105,22 @@ impl HttpListener {
                 }
                 std::fs::remove_file(path)?;
             }
+            Ok(_) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "the path exists and is not a socket (a symlink or a file): remove it",
+                ))
+            }
+            Err(_) => {}
         }
-        let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
+        let listener = {
+            use rustix::fs::Mode;
+            // Owner and group read/write, nothing for others: 0660 from the start.
+            let previous = rustix::process::umask(Mode::from_raw_mode(0o117));
+            let bound = UnixListener::bind(path);
+            rustix::process::umask(previous);
+            bound?
+        };
         Ok(HttpListener {
             socket: Socket::Unix(listener, path.to_owned()),
             routes,
@@ -257,6 +275,13 @@ fn request_service(
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(caller.clone());
         let entity = entity_type(request.uri().path());
+        // HEAD is answered as GET without the body, on HTTP/1.1 and HTTP/2 alike (HTTP/2
+        // does not strip a body the server sends, and a client treats one as a
+        // protocol error).
+        let head = request.method() == http::Method::HEAD;
+        if head {
+            *request.method_mut() = http::Method::GET;
+        }
         let telemetry = telemetry.clone();
         let mut warp_service = warp_service.clone();
         async move {
@@ -266,7 +291,20 @@ fn request_service(
                 entity,
                 RequestResult::from_status(response.status().as_u16()),
             );
-            Ok(into_served(response))
+            let served = into_served(response);
+            Ok(if head { without_body(served) } else { served })
         }
     })
+}
+
+/// A HEAD response: the GET response's head, its length in `Content-Length`, no body.
+fn without_body(response: http::Response<ServedBody>) -> http::Response<ServedBody> {
+    let (mut head, body) = response.into_parts();
+    if let Some(length) = http_body::Body::size_hint(&body).exact() {
+        head.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        );
+    }
+    http::Response::from_parts(head, crate::body::empty())
 }

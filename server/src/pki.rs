@@ -3,12 +3,26 @@
 //! one; `<state-dir>/ca.crl` revokes them. Verified with rustls-webpki, with the same
 //! signature algorithms as the TLS stack, for the client-auth usage, at the current time
 //! (so expired and not-yet-valid certificates fail).
+//!
+//! As in LXD, the revocation list also applies to certificates of that CA that are in the
+//! trust store ([`Pki::revokes`]). The files are re-read on SIGHUP and when they change
+//! ([`PkiFiles`]); a broken new file keeps the previous CA and list in force.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use webpki::{CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationList};
+
+/// The CA file in the state directory.
+const CA_FILE: &str = "server.ca";
+/// The revocation list in the state directory.
+const CRL_FILE: &str = "ca.crl";
+/// How often the files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A PKI mode configuration problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -35,7 +49,7 @@ pub struct Pki {
 impl Pki {
     /// Loads `server.ca` (and `ca.crl` if present) from `state_dir`.
     pub fn load(state_dir: &Path) -> Result<Pki, PkiError> {
-        let ca_path = state_dir.join("server.ca");
+        let ca_path = state_dir.join(CA_FILE);
         if !ca_path.exists() {
             return Err(PkiError::MissingCa(ca_path));
         }
@@ -47,7 +61,7 @@ impl Pki {
             .map_err(|e| invalid(&ca_path, e.to_string()))?;
         webpki::anchor_from_trusted_cert(&ca)
             .map_err(|e| invalid(&ca_path, format!("not a usable CA: {e}")))?;
-        let crl_path = state_dir.join("ca.crl");
+        let crl_path = state_dir.join(CRL_FILE);
         let crl = if crl_path.exists() {
             let der = CertificateRevocationListDer::from_pem_file(&crl_path)
                 .map_err(|e| invalid(&crl_path, e.to_string()))?;
@@ -94,4 +108,102 @@ impl Pki {
         )
         .is_ok()
     }
+
+    /// Whether the revocation list names this certificate: issued by the list's issuer
+    /// with a listed serial. Used for trust-store certificates, which do not need to
+    /// chain to the CA to be trusted but must not outlive their revocation.
+    pub fn revokes(&self, end_entity: &[u8]) -> bool {
+        let Some(crl) = &self.crl else {
+            return false;
+        };
+        let der = CertificateDer::from(end_entity);
+        let Ok(cert) = EndEntityCert::try_from(&der) else {
+            return false;
+        };
+        cert.issuer() == crl.issuer() && !matches!(crl.find_serial(cert.serial()), Ok(None))
+    }
+}
+
+/// The PKI files of a state directory, re-read on SIGHUP and when they change, so a new
+/// `ca.crl` revokes without a restart.
+pub struct PkiFiles {
+    state_dir: PathBuf,
+    current: ArcSwap<Pki>,
+    stamp: std::sync::Mutex<FilesStamp>,
+}
+
+/// What identifies a version of the files: size and modification time of each.
+type FilesStamp = [Option<(u64, SystemTime)>; 2];
+
+impl PkiFiles {
+    /// Loads the files; an error here stops the daemon from starting.
+    pub fn load(state_dir: &Path) -> Result<Arc<PkiFiles>, PkiError> {
+        let stamp = stamp(state_dir);
+        let pki = Pki::load(state_dir)?;
+        Ok(Arc::new(PkiFiles {
+            state_dir: state_dir.to_owned(),
+            current: ArcSwap::from_pointee(pki),
+            stamp: std::sync::Mutex::new(stamp),
+        }))
+    }
+
+    /// The CA and list in force.
+    pub fn current(&self) -> arc_swap::Guard<Arc<Pki>> {
+        self.current.load()
+    }
+
+    /// Re-reads both files now. On error the previous version stays in force.
+    pub fn reload(&self) -> Result<(), PkiError> {
+        let stamp = stamp(&self.state_dir);
+        let pki = Pki::load(&self.state_dir)?;
+        self.current.store(Arc::new(pki));
+        *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) = stamp;
+        Ok(())
+    }
+
+    /// Re-reads the files if their size or modification time changed since the last
+    /// load; returns whether it did.
+    fn reload_if_changed(&self) -> Result<bool, PkiError> {
+        let now = stamp(&self.state_dir);
+        if *self.stamp.lock().unwrap_or_else(|p| p.into_inner()) == now {
+            return Ok(false);
+        }
+        self.reload().map(|()| true)
+    }
+
+    /// Watches the files until `stop` turns true, reloading on change and logging the
+    /// outcome once per change.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut failed_stamp = None;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let files = self.clone();
+            let result = tokio::task::spawn_blocking(move || files.reload_if_changed()).await;
+            match result {
+                Ok(Ok(true)) => {
+                    failed_stamp = None;
+                    tracing::info!("PKI files changed: CA and revocation list reloaded");
+                }
+                Ok(Ok(false)) | Err(_) => {}
+                Ok(Err(e)) => {
+                    let now = Some(stamp(&self.state_dir));
+                    if failed_stamp != now {
+                        tracing::error!("{e}; the previous CA and revocation list stay in force");
+                        failed_stamp = now;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn stamp(state_dir: &Path) -> FilesStamp {
+    let one = |name: &str| {
+        let meta = std::fs::metadata(state_dir.join(name)).ok()?;
+        Some((meta.len(), meta.modified().ok()?))
+    };
+    [one(CA_FILE), one(CRL_FILE)]
 }

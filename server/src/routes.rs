@@ -1,14 +1,17 @@
 //! The HTTP API as warp filters. Routes only translate HTTP to calls on core, the trust
 //! store and authorization, and back; they never parse host files.
 //!
-//! | endpoint | client | metrics | untrusted |
-//! |---|---|---|---|
-//! | `GET /1.0` | trusted info | trusted info, type metrics | public info |
-//! | `GET /1.0/metrics[?project=P]` | all | all, or its projects when restricted | 403, or all when `core.metrics_authentication=false` |
-//! | `GET /1.0/instances` | list | 403 | 403 |
-//! | `GET/POST /1.0/certificates`, `GET/DELETE /1.0/certificates/{fp}` | yes | 403 | 403 |
+//! | endpoint | client | restricted client | metrics (restricted or not) | untrusted |
+//! |---|---|---|---|---|
+//! | `GET /1.0` | trusted info | trusted info | trusted info, type metrics | public info |
+//! | `GET /1.0/metrics[?project=P]` | all | its projects | all, or its projects | 403, or all when `core.metrics_authentication=false` |
+//! | `GET /1.0/metrics/targets` | yes | yes | yes | as `/1.0/metrics` |
+//! | `GET /1.0/instances` | list | its projects' | 403 | 403 |
+//! | `GET/POST /1.0/certificates`, `GET/DELETE /1.0/certificates/{fp}` | yes | 403 | 403 | 403 |
 //!
-//! The metrics-only listener serves `/1.0` and `/1.0/metrics`; everything else is 404.
+//! `?project=P` for a project the caller does not hold is 403, as in LXD. Which caller
+//! gets which access is decided in [`crate::auth`] only. The metrics-only listener serves
+//! `/1.0` and `/1.0/metrics`; everything else is 404.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -19,7 +22,6 @@ use base64::Engine;
 use lxmetrics_core::config::ClusterMember;
 use lxmetrics_core::exposition::negotiate::{encoding_from_accept_encoding, format_from_accept};
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
-use lxmetrics_core::snapshot::ProjectFilter;
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
 use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
@@ -44,8 +46,8 @@ pub struct AppState {
     pub metrics_authentication: bool,
     /// The server certificate's fingerprint, shown on `GET /1.0`.
     pub server_fingerprint: Arc<str>,
-    /// PKI mode's CA and revocation list, when enabled.
-    pub pki: Option<Arc<crate::pki::Pki>>,
+    /// PKI mode's CA and revocation list, when enabled (reloaded on change).
+    pub pki: Option<Arc<crate::pki::PkiFiles>>,
     /// `cluster.members`, listed on `GET /1.0/metrics/targets`; replaced on SIGHUP.
     pub cluster: Arc<ArcSwap<Vec<ClusterMember>>>,
 }
@@ -76,7 +78,12 @@ pub fn entity_type(path: &str) -> &'static str {
 fn access_filter(state: AppState) -> impl Filter<Extract = (Access,), Error = Infallible> + Clone {
     warp::ext::optional::<Caller>().map(move |caller: Option<Caller>| {
         let caller = caller.unwrap_or(Caller::Tls(None));
-        access(&caller, &state.trust.snapshot(), state.pki.as_deref())
+        let pki = state.pki.as_ref().map(|files| files.current());
+        access(
+            &caller,
+            &state.trust.snapshot(),
+            pki.as_ref().map(|p| &***p),
+        )
     })
 }
 
@@ -127,12 +134,20 @@ fn full_api(
         .and(access.clone())
         .and(with_state(state.clone()))
         .then(|access: Access, state: AppState| async move {
-            if access != Access::Client {
+            if access.client_only().is_err() {
                 return forbidden();
             }
+            let Ok(visible) = access.visible(state.metrics_authentication) else {
+                return forbidden();
+            };
             match state.metrics.cache().snapshot().await {
                 Ok(snapshot) => {
-                    api::sync(serde_json::to_value(snapshot.instances()).unwrap_or_default())
+                    let listed: Vec<_> = snapshot
+                        .instances()
+                        .iter()
+                        .filter(|i| visible.allows(Some(&i.project)))
+                        .collect();
+                    api::sync(serde_json::to_value(listed).unwrap_or_default())
                 }
                 Err(e) => api::error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
             }
@@ -145,7 +160,7 @@ fn full_api(
         .and(with_state(state.clone()))
         .then(
             |access: Access, query: HashMap<String, String>, state: AppState| async move {
-                if access != Access::Client {
+                if access.may_administer().is_err() {
                     return forbidden();
                 }
                 let recursion = query.get("recursion").is_some_and(|r| r != "0");
@@ -167,27 +182,38 @@ fn full_api(
             },
         );
 
-    let add = warp::path!("1.0" / "certificates")
-        .and(warp::post())
-        .and(access.clone())
-        .and(warp::body::content_length_limit(1 << 20))
-        .and(warp::body::json::<CertificatePost>())
-        .and(with_state(state.clone()))
-        .then(
-            |access: Access, post: CertificatePost, state: AppState| async move {
-                if access != Access::Client {
-                    return forbidden();
-                }
-                let new = match post.into_new() {
-                    Ok(n) => n,
-                    Err(message) => return api::error(StatusCode::BAD_REQUEST, &message),
-                };
-                trust_call(state, move |trust| trust.add(new))
-                    .await
-                    .map(|c| api::sync(serde_json::to_value(c).unwrap_or_default()))
-                    .unwrap_or_else(trust_error)
-            },
-        );
+    let add =
+        warp::path!("1.0" / "certificates")
+            .and(warp::post())
+            .and(access.clone())
+            .and(warp::header::optional::<String>("content-type"))
+            .and(warp::body::content_length_limit(1 << 20))
+            .and(warp::body::bytes())
+            .and(with_state(state.clone()))
+            .then(
+                |access: Access,
+                 content_type: Option<String>,
+                 body: bytes::Bytes,
+                 state: AppState| async move {
+                    // Authorization first: a caller that may not add learns nothing about
+                    // what a valid request would look like.
+                    if access.may_administer().is_err() {
+                        return forbidden();
+                    }
+                    let post = match CertificatePost::from_request(content_type.as_deref(), &body) {
+                        Ok(post) => post,
+                        Err((status, message)) => return api::error(status, &message),
+                    };
+                    let new = match post.into_new() {
+                        Ok(n) => n,
+                        Err(message) => return api::error(StatusCode::BAD_REQUEST, &message),
+                    };
+                    trust_call(state, move |trust| trust.add(new))
+                        .await
+                        .map(|c| api::sync(serde_json::to_value(c).unwrap_or_default()))
+                        .unwrap_or_else(trust_error)
+                },
+            );
 
     let one =
         warp::path!("1.0" / "certificates" / String)
@@ -200,7 +226,7 @@ fn full_api(
                  method: warp::http::Method,
                  access: Access,
                  state: AppState| async move {
-                    if access != Access::Client {
+                    if access.may_administer().is_err() {
                         return forbidden();
                     }
                     let delete = method == warp::http::Method::DELETE;
@@ -257,6 +283,24 @@ struct CertificatePost {
 }
 
 impl CertificatePost {
+    /// Reads the body as LXD clients send it: JSON, said so in `Content-Type`.
+    fn from_request(
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Result<CertificatePost, (StatusCode, String)> {
+        let media_type = content_type
+            .and_then(|c| c.split(';').next())
+            .map(|c| c.trim().to_ascii_lowercase());
+        if media_type.as_deref() != Some("application/json") {
+            return Err((
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "send the certificate as JSON with Content-Type: application/json".into(),
+            ));
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("request body: {e}")))
+    }
+
     fn into_new(self) -> Result<NewCertificate, String> {
         if self.password.is_some() {
             return Err("password-based trust is not supported; send the certificate".into());
@@ -299,9 +343,9 @@ fn trust_error(error: TrustStoreError) -> Response {
     let status = match &error {
         TrustStoreError::NotFound(_) => StatusCode::NOT_FOUND,
         TrustStoreError::AlreadyTrusted(_) => StatusCode::CONFLICT,
-        TrustStoreError::UnknownType(_) | TrustStoreError::BadRestriction => {
-            StatusCode::BAD_REQUEST
-        }
+        TrustStoreError::UnknownType(_)
+        | TrustStoreError::BadRestriction
+        | TrustStoreError::BadProjectName { .. } => StatusCode::BAD_REQUEST,
         TrustStoreError::Database { .. } | TrustStoreError::Interrupted(_) => {
             StatusCode::INTERNAL_SERVER_ERROR
         }
@@ -313,11 +357,9 @@ fn trust_error(error: TrustStoreError) -> Response {
 /// JSON, one target group per member. Authorized like `/1.0/metrics` (a metrics
 /// certificate may read it: Prometheus discovers with the certificate it scrapes with).
 fn cluster_targets(access: &Access, state: &AppState) -> Response {
-    let allowed = match access {
-        Access::Client | Access::Metrics(_) => true,
-        Access::Untrusted => !state.metrics_authentication,
-    };
-    if !allowed {
+    // The member list names daemons, not instances: any caller that may scrape may
+    // discover where to scrape (a restricted one still sees only its projects there).
+    if access.visible(state.metrics_authentication).is_err() {
         return forbidden();
     }
     let groups: Vec<serde_json::Value> = state
@@ -380,16 +422,12 @@ async fn metrics_handler(
     accept_encoding: Option<String>,
     state: AppState,
 ) -> Response {
-    let allowed = match &access {
-        Access::Client => ProjectFilter::All,
-        Access::Metrics(None) => ProjectFilter::All,
-        Access::Metrics(Some(projects)) => ProjectFilter::only(projects.iter().cloned()),
-        Access::Untrusted if !state.metrics_authentication => ProjectFilter::All,
-        Access::Untrusted => return forbidden(),
-    };
-    let filter = match query.get("project") {
-        Some(project) => allowed.intersect(&ProjectFilter::only([project.clone()])),
-        None => allowed,
+    let filter = match access.visible_for(
+        state.metrics_authentication,
+        query.get("project").map(String::as_str),
+    ) {
+        Ok(filter) => filter,
+        Err(_) => return forbidden(),
     };
     let request = ScrapeRequest {
         filter,

@@ -27,6 +27,98 @@ fn default_for(is_root: bool, xdg_data_home: Option<PathBuf>, home: Option<PathB
     }
 }
 
+/// Files of the state directory that decide who is trusted or how the daemon runs: each
+/// must be as private as the directory.
+const PRIVATE_FILES: [&str; 5] = [
+    "trust.db",
+    "server.key",
+    "config.toml",
+    "server.ca",
+    "ca.crl",
+];
+
+/// A state directory (or a file in it) that another user could have written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    /// Owned by someone else: they decide who is trusted.
+    #[error(
+        "{path} is owned by uid {owner}, not by this daemon's uid {uid}: \
+         `chown {uid} {path}`, or pass another --state-dir"
+    )]
+    NotOwned {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The daemon's effective uid.
+        uid: u32,
+    },
+    /// Writable by group or others: anyone in them could plant a trust store.
+    #[error("{path} has mode {mode:o}, writable by group or others: `chmod go-w {path}`")]
+    Writable {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// It could not be examined.
+    #[error("{path}: {source}")]
+    Io {
+        /// The directory or file.
+        path: PathBuf,
+        /// What the system said.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Refuses a state directory that another user could have written: not owned by the
+/// daemon's user, or writable by group or others, and the same for the files in it that
+/// hold trust and configuration. A directory that does not exist yet is fine (it is
+/// created 0700 by [`ensure`]).
+pub fn check_private(dir: &Path) -> Result<(), StateDirError> {
+    let uid = rustix::process::geteuid().as_raw();
+    check_one(dir, uid, true)?;
+    for name in PRIVATE_FILES {
+        check_one(&dir.join(name), uid, false)?;
+    }
+    Ok(())
+}
+
+fn check_one(path: &Path, uid: u32, follow: bool) -> Result<(), StateDirError> {
+    use std::os::unix::fs::MetadataExt;
+    // The directory may be a symlink an administrator made; the files in it may not.
+    let meta = match if follow {
+        std::fs::metadata(path)
+    } else {
+        std::fs::symlink_metadata(path)
+    } {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(StateDirError::Io {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    if meta.uid() != uid {
+        return Err(StateDirError::NotOwned {
+            path: path.to_owned(),
+            owner: meta.uid(),
+            uid,
+        });
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(StateDirError::Writable {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
 /// Creates the state directory (mode 0700) if it does not exist yet.
 pub fn ensure(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -42,6 +134,34 @@ pub fn ensure(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_state_directory_others_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        assert!(check_private(&state).is_ok(), "not created yet");
+        ensure(&state).unwrap();
+        check_private(&state).unwrap();
+
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let e = check_private(&state).unwrap_err();
+        assert!(matches!(e, StateDirError::Writable { .. }), "{e}");
+        assert!(e.to_string().contains("chmod go-w"), "{e}");
+
+        std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let planted = state.join("trust.db");
+        std::fs::write(&planted, "").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            check_private(&state),
+            Err(StateDirError::Writable { path, .. }) if path == planted
+        ));
+        std::fs::remove_file(&planted).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", &planted).unwrap();
+        // A symlink's own mode is 0777: a planted link is refused too.
+        assert!(check_private(&state).is_err());
+    }
 
     #[test]
     fn defaults_follow_the_design() {

@@ -24,6 +24,8 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
             projects,
         } => {
             let kind: CertificateType = kind.parse().map_err(|e| anyhow!("--type: {e}"))?;
+            // `--projects " a , b "` means a and b; names are then checked as LXD does.
+            let projects: Vec<String> = projects.iter().map(|p| p.trim().to_owned()).collect();
             let contents = std::fs::read(file).with_context(|| format!("{}", file.display()))?;
             let parsed =
                 certificate::parse(&contents).map_err(|e| anyhow!("{}: {e}", file.display()))?;
@@ -46,7 +48,7 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
                     kind,
                     name: name.clone(),
                     restricted: *restricted,
-                    projects: projects.clone(),
+                    projects,
                 })?;
             }
             println!("{fingerprint}");
@@ -96,6 +98,7 @@ pub async fn query(path: &str, state_dir: &Path) -> anyhow::Result<()> {
 }
 
 fn open_store(state_dir: &Path) -> anyhow::Result<TrustStore> {
+    crate::state_dir::check_private(state_dir)?;
     crate::state_dir::ensure(state_dir)
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     Ok(TrustStore::open(&state_dir.join("trust.db"))?)

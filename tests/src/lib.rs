@@ -415,12 +415,14 @@ impl Drop for Daemon {
 }
 
 /// A state directory whose `config.toml` points the host roots at a fixture tree of
-/// `plugins/tests/fixtures/<layout>`, followed by `extra` TOML.
+/// `plugins/tests/fixtures/<layout>` (an LXD host: its `lxd.socket` marker exists),
+/// followed by `extra` TOML.
 pub fn fixture_state_dir(layout: &str, extra: &str) -> tempfile::TempDir {
     let state = tempfile::tempdir().expect("tempdir");
     let root = workspace_root().join("plugins/tests/fixtures").join(layout);
     let config = format!(
-        "{extra}\n[host]\nproc_root = \"{r}/proc\"\nsys_root = \"{r}/sys\"\ncgroup_root = \"{r}/cgroup\"\n",
+        "{extra}\n[host]\nproc_root = \"{r}/proc\"\nsys_root = \"{r}/sys\"\ncgroup_root = \"{r}/cgroup\"\n\
+         [instances.lxd]\nsocket = \"{r}/lxd.socket\"\n[instances.incus]\nsocket = \"\"\n",
         r = root.display()
     );
     std::fs::write(state.path().join("config.toml"), config).expect("write config.toml");

@@ -142,17 +142,15 @@ async fn authorization_matrix() {
         .status();
     assert_eq!(status, 404);
 
-    // A restricted certificate asking for another project gets an empty result, not data.
+    // A restricted certificate asking for another project is refused, as LXD refuses it.
     let client = daemon.client_with(Some(&restricted));
-    let body = client
+    let resp = client
         .get(format!("{}/1.0/metrics?project=default", daemon.url))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
-    assert!(projects_in(&body).is_empty(), "{body}");
+    assert_eq!(resp.status(), 403);
+    assert!(projects_in(&resp.text().await.unwrap()).is_empty());
 
     // The unix socket is trusted as client for everything.
     for path in [

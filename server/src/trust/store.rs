@@ -111,6 +111,44 @@ pub enum TrustStoreError {
     /// `restricted` without projects, or projects without `restricted`.
     #[error("a restricted certificate needs at least one project, and projects need --restricted")]
     BadRestriction,
+    /// A project name LXD would refuse.
+    #[error("project name {name:?}: {reason}")]
+    BadProjectName {
+        /// The name as given.
+        name: String,
+        /// LXD's rule it breaks.
+        reason: &'static str,
+    },
+}
+
+/// Checks a project name as LXD checks it (`projectValidateName`): not empty, no `/`,
+/// space, `_` or quote, not `*`, `.` or `..`. Names are stored as a list, so a comma is
+/// part of a name, never a separator.
+pub fn validate_project_name(name: &str) -> Result<(), TrustStoreError> {
+    let reason = if name.is_empty() {
+        Some("empty")
+    } else if name.contains('/') {
+        Some("project names may not contain slashes")
+    } else if name.chars().any(char::is_whitespace) {
+        Some("project names may not contain spaces")
+    } else if name.contains('_') {
+        Some("project names may not contain underscores")
+    } else if name.contains(['\'', '"']) {
+        Some("project names may not contain quotes")
+    } else if name == "*" {
+        Some("reserved project name")
+    } else if name == "." || name == ".." {
+        Some("invalid project name")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(TrustStoreError::BadProjectName {
+            name: name.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// In-memory view used for authorization.
@@ -131,7 +169,13 @@ pub struct TrustStore {
     path: PathBuf,
     connection: Mutex<Connection>,
     snapshot: ArcSwap<TrustSnapshot>,
+    /// SQLite's `data_version` when the snapshot was read: it changes when another
+    /// connection (the CLI with no daemon reachable) commits.
+    data_version: std::sync::atomic::AtomicI64,
 }
+
+/// How often a daemon looks for trust store changes made by another process.
+pub const EXTERNAL_CHANGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS certificates (
@@ -162,6 +206,7 @@ impl TrustStore {
             path: path.to_owned(),
             connection: Mutex::new(connection),
             snapshot: ArcSwap::from_pointee(TrustSnapshot::default()),
+            data_version: std::sync::atomic::AtomicI64::new(0),
         };
         store.reload()?;
         Ok(store)
@@ -179,8 +224,51 @@ impl TrustStore {
         self.snapshot.load_full()
     }
 
+    /// Re-reads the database if another process committed since the last read, so a
+    /// certificate removed by `lxmetrics trust remove` on the database itself stops
+    /// being trusted within [`EXTERNAL_CHANGE_INTERVAL`]. Returns whether it reloaded.
+    pub fn reload_if_changed(&self) -> Result<bool, TrustStoreError> {
+        let version = self.current_data_version()?;
+        if version == self.data_version.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(false);
+        }
+        self.reload().map(|()| true)
+    }
+
+    fn current_data_version(&self) -> Result<i64, TrustStoreError> {
+        let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
+        connection
+            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .map_err(|e| self.db_error(e))
+    }
+
+    /// Watches for changes made by other processes until `stop` turns true.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(EXTERNAL_CHANGE_INTERVAL) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            let store = self.clone();
+            match tokio::task::spawn_blocking(move || store.reload_if_changed()).await {
+                Ok(Ok(true)) => {
+                    failing = false;
+                    tracing::info!("trust store changed by another process: reloaded");
+                }
+                Ok(Ok(false)) => failing = false,
+                Ok(Err(e)) if !failing => {
+                    failing = true;
+                    tracing::error!("cannot check the trust store for changes: {e}");
+                }
+                Ok(Err(_)) | Err(_) => {}
+            }
+        }
+    }
+
     /// Re-reads the database into a new snapshot (after another process changed it).
     pub fn reload(&self) -> Result<(), TrustStoreError> {
+        let version = self.current_data_version()?;
         let all = self.read_all()?;
         let by_fingerprint = all
             .into_iter()
@@ -188,6 +276,8 @@ impl TrustStore {
             .collect();
         self.snapshot
             .store(Arc::new(TrustSnapshot { by_fingerprint }));
+        self.data_version
+            .store(version, std::sync::atomic::Ordering::Release);
         Ok(())
     }
 
@@ -215,6 +305,9 @@ impl TrustStore {
     pub fn add(&self, new: NewCertificate) -> Result<TrustedCertificate, TrustStoreError> {
         if new.restricted == new.projects.is_empty() {
             return Err(TrustStoreError::BadRestriction);
+        }
+        for project in &new.projects {
+            validate_project_name(project)?;
         }
         let fingerprint = new.certificate.fingerprint.clone();
         let name = match new.name.trim() {
@@ -256,7 +349,7 @@ impl TrustStore {
                     record.kind.as_str(),
                     record.name,
                     record.restricted,
-                    record.projects.join(","),
+                    serde_json::to_string(&record.projects).unwrap_or_else(|_| "[]".into()),
                     record.certificate,
                     record.added_at as i64,
                 ],
@@ -310,14 +403,23 @@ fn row_to_certificate(row: &rusqlite::Row<'_>) -> rusqlite::Result<TrustedCertif
         })?,
         name: row.get(2)?,
         restricted: row.get(3)?,
-        projects: projects
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        projects: stored_projects(&projects),
         certificate: row.get(5)?,
         added_at: u64::try_from(added_at).unwrap_or(0),
     })
+}
+
+/// The `projects` column: a JSON list; rows written before lists were stored hold the
+/// names comma-joined (names with a comma could not be stored then).
+fn stored_projects(column: &str) -> Vec<String> {
+    if column.starts_with('[') {
+        return serde_json::from_str(column).unwrap_or_default();
+    }
+    column
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[cfg(test)]
@@ -398,14 +500,45 @@ mod tests {
     }
 
     #[test]
+    fn projects_are_a_list_and_named_as_lxd_names_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TrustStore::open(&dir.path().join("trust.db")).unwrap();
+        // A comma is part of one name, never a separator: "x,y" does not give x and y.
+        let odd = store
+            .add(new(CertificateType::Metrics, true, &["x,y"]))
+            .unwrap();
+        assert_eq!(
+            store.snapshot().get(&odd.fingerprint).unwrap().projects,
+            ["x,y"]
+        );
+        for bad in ["", " a ", "a_b", "a/b", "*", "..", "it's"] {
+            assert!(
+                matches!(
+                    store.add(new(CertificateType::Metrics, true, &[bad])),
+                    Err(TrustStoreError::BadProjectName { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        // Rows from before lists were stored still read.
+        assert_eq!(stored_projects("a,b"), ["a", "b"]);
+        assert_eq!(stored_projects("[\"a,b\"]"), ["a,b"]);
+    }
+
+    #[test]
     fn a_second_handle_sees_changes_after_reload() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("trust.db");
         let daemon = TrustStore::open(&path).unwrap();
         let cli = TrustStore::open(&path).unwrap();
+        assert!(!daemon.reload_if_changed().unwrap());
         let added = cli.add(new(CertificateType::Metrics, false, &[])).unwrap();
         assert!(daemon.snapshot().get(&added.fingerprint).is_none());
-        daemon.reload().unwrap();
+        assert!(daemon.reload_if_changed().unwrap());
         assert!(daemon.snapshot().get(&added.fingerprint).is_some());
+        assert!(!daemon.reload_if_changed().unwrap(), "nothing new");
+        cli.remove(&added.fingerprint).unwrap();
+        assert!(daemon.reload_if_changed().unwrap());
+        assert!(daemon.snapshot().get(&added.fingerprint).is_none());
     }
 }

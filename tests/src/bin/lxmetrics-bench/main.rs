@@ -200,7 +200,7 @@ fn measure_refresh(runtime: &tokio::runtime::Runtime, n: usize) -> RefreshFigure
             &host,
         )
         .unwrap();
-        let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default().source));
+        let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default()));
         let engine =
             RefreshEngine::new(discovery, collectors, host.clone(), Duration::from_secs(60));
         let warm = runtime.block_on(engine.refresh());
