@@ -142,11 +142,37 @@ impl MetricsService {
     /// snapshot and key (concurrent requests wait for that one encoding), on a blocking
     /// thread (a gzip body of 1,000 instances takes ~25 ms; async workers must stay free
     /// for handshakes and cache hits), at most [`MAX_CONCURRENT_ENCODINGS`] at a time.
+    ///
+    /// Keys come from clients (`?project=`), so only keys that select instances take a
+    /// cache slot: the filter is first narrowed to the projects this snapshot has, and a
+    /// filter that selects none gets an empty body without encoding or caching.
     async fn instance_body(
         &self,
         snapshot: &Arc<Snapshot>,
         request: &ScrapeRequest,
     ) -> Arc<EncodedBody> {
+        let filter = match &request.filter {
+            ProjectFilter::All => ProjectFilter::All,
+            ProjectFilter::Only(projects) => {
+                let present = ProjectFilter::only(
+                    projects
+                        .iter()
+                        .filter(|p| snapshot.instances().iter().any(|i| &i.project == *p))
+                        .cloned(),
+                );
+                if present == ProjectFilter::only([]) {
+                    return Arc::new(match request.encoding {
+                        ContentEncoding::Identity => EncodedBody::Identity(Bytes::new()),
+                        ContentEncoding::Gzip => EncodedBody::Gzip(GzipPrefix::new(&[])),
+                    });
+                }
+                present
+            }
+        };
+        let request = &ScrapeRequest {
+            filter,
+            ..request.clone()
+        };
         let key = BodyKey {
             filter: request.filter.clone(),
             format: request.format,
@@ -349,6 +375,34 @@ mod tests {
         assert!(!body.contains("name=\"web\""), "{body}");
         assert!(body.contains("lxd_instances{project=\"other\",type=\"container\"} 1"));
         assert!(!body.contains("project=\"default\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn projects_without_instances_take_no_cache_slot() {
+        let svc = service();
+        let req = |filter| request(filter, Format::PrometheusText, ContentEncoding::Identity);
+        // Clients flood ?project= with names that select nothing.
+        for i in 0..100 {
+            let resp = svc
+                .scrape(&req(ProjectFilter::only([format!("nope{i}")])))
+                .await
+                .unwrap();
+            assert!(!text(&resp).contains("lxd_procs_total{"));
+        }
+        let snapshot = svc.cache().snapshot().await.unwrap();
+        assert_eq!(snapshot.cached_bodies(), 0);
+        // The normal scrape still gets its slot; a filter naming a present project and an
+        // absent one shares the slot of the present one alone.
+        let _ = svc.scrape(&req(ProjectFilter::All)).await.unwrap();
+        let _ = svc
+            .scrape(&req(ProjectFilter::only(["other".into(), "nope".into()])))
+            .await
+            .unwrap();
+        let _ = svc
+            .scrape(&req(ProjectFilter::only(["other".into()])))
+            .await
+            .unwrap();
+        assert_eq!(snapshot.cached_bodies(), 2);
     }
 
     #[tokio::test]

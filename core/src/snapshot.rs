@@ -129,19 +129,26 @@ impl Snapshot {
         &self.families
     }
 
+    /// How many encodings are cached (to check that clients cannot grow the cache).
+    pub fn cached_bodies(&self) -> usize {
+        self.bodies.lock().map(|b| b.len()).unwrap_or(0)
+    }
+
     /// How each collector did.
     pub fn statuses(&self) -> &[CollectorStatus] {
         &self.statuses
     }
 
     /// The slot for this key's encoding, made empty on first use; `None` once
-    /// [`MAX_CACHED_BODIES`] keys are taken (the caller encodes without caching).
+    /// [`MAX_CACHED_BODIES`] keys are taken (the caller encodes without caching). The
+    /// unfiltered keys (one per format and encoding: what Prometheus scrapes) always get
+    /// a slot, so no flood of other keys can make the normal scrape uncached.
     pub fn body_slot(&self, key: &BodyKey) -> Option<BodySlot> {
         let mut bodies = self.bodies.lock().ok()?;
         if let Some(slot) = bodies.get(key) {
             return Some(slot.clone());
         }
-        if bodies.len() >= MAX_CACHED_BODIES {
+        if bodies.len() >= MAX_CACHED_BODIES && key.filter != ProjectFilter::All {
             return None;
         }
         let slot = BodySlot::default();
@@ -579,8 +586,17 @@ mod tests {
             assert!(s.body_slot(&key(i)).is_some());
         }
         assert!(s.body_slot(&key(MAX_CACHED_BODIES)).is_none());
+        let all = BodyKey {
+            filter: ProjectFilter::All,
+            format: Format::PrometheusText,
+            encoding: ContentEncoding::Identity,
+        };
+        assert!(
+            s.body_slot(&all).is_some(),
+            "the normal scrape always caches"
+        );
         // A key already cached keeps its slot.
         assert!(s.body_slot(&key(0)).is_some());
-        assert_eq!(s.bodies.lock().unwrap().len(), MAX_CACHED_BODIES);
+        assert_eq!(s.cached_bodies(), MAX_CACHED_BODIES + 1);
     }
 }

@@ -57,6 +57,11 @@ struct Settings {
     directory: Option<PathBuf>,
     /// A larger file is refused whole.
     max_file_bytes: u64,
+    /// Bytes read per refresh from one instance's directory: one tenant's files cannot
+    /// make the refresh slow for everyone; a file past it is refused whole.
+    max_instance_bytes: u64,
+    /// Bytes read per refresh in all: the memory a refresh may spend on textfiles.
+    max_refresh_bytes: u64,
 }
 
 impl Default for Settings {
@@ -64,7 +69,56 @@ impl Default for Settings {
         Settings {
             directory: None,
             max_file_bytes: 4 * 1024 * 1024,
+            max_instance_bytes: 4 * 1024 * 1024,
+            max_refresh_bytes: 64 * 1024 * 1024,
         }
+    }
+}
+
+/// The byte budgets of one refresh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ByteBudgets {
+    /// `collectors.textfile.max_file_bytes`.
+    pub(crate) file: u64,
+    /// `collectors.textfile.max_instance_bytes`.
+    pub(crate) instance: u64,
+    /// `collectors.textfile.max_refresh_bytes`.
+    pub(crate) refresh: u64,
+}
+
+impl Default for ByteBudgets {
+    fn default() -> Self {
+        let s = Settings::default();
+        ByteBudgets {
+            file: s.max_file_bytes,
+            instance: s.max_instance_bytes,
+            refresh: s.max_refresh_bytes,
+        }
+    }
+}
+
+/// What is left of the budgets while a refresh reads.
+struct Remaining {
+    refresh: u64,
+    instance: u64,
+}
+
+impl Remaining {
+    /// The most a file may have here, and the setting that says so.
+    fn limit(&self, budgets: &ByteBudgets, per_instance: bool) -> (u64, &'static str) {
+        let mut limit = (budgets.file, "collectors.textfile.max_file_bytes");
+        if per_instance && self.instance < limit.0 {
+            limit = (self.instance, "collectors.textfile.max_instance_bytes");
+        }
+        if self.refresh < limit.0 {
+            limit = (self.refresh, "collectors.textfile.max_refresh_bytes");
+        }
+        limit
+    }
+
+    fn spend(&mut self, bytes: u64) {
+        self.refresh = self.refresh.saturating_sub(bytes);
+        self.instance = self.instance.saturating_sub(bytes);
     }
 }
 
@@ -72,7 +126,7 @@ impl Default for Settings {
 #[derive(Debug)]
 pub struct TextfileCollector {
     directory: PathBuf,
-    max_file_bytes: u64,
+    budgets: ByteBudgets,
     metric_prefix: String,
     problems: Arc<ProblemLog>,
 }
@@ -92,17 +146,21 @@ impl TextfileCollector {
         }
         Ok(TextfileCollector::new(
             directory,
-            settings.max_file_bytes,
+            ByteBudgets {
+                file: settings.max_file_bytes,
+                instance: settings.max_instance_bytes,
+                refresh: settings.max_refresh_bytes,
+            },
             ctx.metric_prefix,
         ))
     }
 
-    /// A collector reading `directory`; `metric_prefix` is the daemon's, which textfiles
-    /// may not use.
-    pub fn new(directory: PathBuf, max_file_bytes: u64, metric_prefix: &str) -> Self {
+    /// A collector reading `directory` within `budgets`; `metric_prefix` is the daemon's,
+    /// which textfiles may not use.
+    pub(crate) fn new(directory: PathBuf, budgets: ByteBudgets, metric_prefix: &str) -> Self {
         TextfileCollector {
             directory,
-            max_file_bytes,
+            budgets,
             metric_prefix: metric_prefix.to_owned(),
             problems: Arc::new(ProblemLog::new("textfile")),
         }
@@ -114,7 +172,7 @@ impl Collector for TextfileCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let reader = Reader {
             directory: self.directory.clone(),
-            max_file_bytes: self.max_file_bytes,
+            budgets: self.budgets,
             metric_prefix: self.metric_prefix.clone(),
             problems: self.problems.clone(),
         };
@@ -126,7 +184,7 @@ impl Collector for TextfileCollector {
 /// The blocking part of a refresh.
 struct Reader {
     directory: PathBuf,
-    max_file_bytes: u64,
+    budgets: ByteBudgets,
     metric_prefix: String,
     problems: Arc<ProblemLog>,
 }
@@ -144,6 +202,10 @@ impl Reader {
         let mut relayed = RelayedFamilies::new(&self.metric_prefix, "Metric read from a textfile");
         let mut statuses = Vec::new();
         let mut seen = HashSet::new();
+        let mut remaining = Remaining {
+            refresh: self.budgets.refresh,
+            instance: self.budgets.instance,
+        };
         let by_project_name: HashMap<(&str, &str), InstanceIndex> = (0..)
             .zip(instances)
             .map(|(i, inst)| ((inst.project.as_str(), inst.name.as_str()), i))
@@ -162,10 +224,11 @@ impl Reader {
                     &mut relayed,
                     &mut statuses,
                     &mut seen,
+                    &mut remaining,
                 );
             } else if is_textfile_name(file_name) {
                 let source = file_name.to_owned();
-                let status = self.read_source(&path, &source, None, &mut relayed);
+                let status = self.read_source(&path, &source, None, &mut relayed, &mut remaining);
                 seen.insert(source);
                 statuses.push(status);
             }
@@ -201,6 +264,7 @@ impl Reader {
         relayed: &mut RelayedFamilies,
         statuses: &mut Vec<FileStatus>,
         seen: &mut HashSet<String>,
+        remaining: &mut Remaining,
     ) {
         let Ok(entries) = self.sorted_entries(dir) else {
             return;
@@ -218,6 +282,7 @@ impl Reader {
             let Ok(files) = self.sorted_entries(&path) else {
                 continue;
             };
+            remaining.instance = self.budgets.instance;
             for (file, _) in files {
                 let Some(file_name) = file.file_name().and_then(|n| n.to_str()) else {
                     continue;
@@ -226,7 +291,8 @@ impl Reader {
                     continue;
                 }
                 let source = format!("{project}/{name}/{file_name}");
-                let mut status = self.read_source(&file, &source, Some(instance), relayed);
+                let mut status =
+                    self.read_source(&file, &source, Some(instance), relayed, remaining);
                 status.file = file_name.to_owned();
                 seen.insert(source);
                 statuses.push(status);
@@ -241,8 +307,14 @@ impl Reader {
         source: &str,
         instance: Option<InstanceIndex>,
         relayed: &mut RelayedFamilies,
+        remaining: &mut Remaining,
     ) -> FileStatus {
-        let outcome = read_textfile(path, self.max_file_bytes).and_then(|(text, metadata)| {
+        let limit = remaining.limit(&self.budgets, instance.is_some());
+        let read = read_textfile(path, limit);
+        if let Ok((text, _)) = &read {
+            remaining.spend(text.len() as u64);
+        }
+        let outcome = read.and_then(|(text, metadata)| {
             let families = prom_text::parse(&text).map_err(|e| e.to_string())?;
             relayed.add(families, instance)?;
             // A modification time the file system cannot give is left out, not sent as 0.
@@ -296,9 +368,11 @@ fn push(family: &mut Family, instance: Option<InstanceIndex>, file: &str, value:
     }
 }
 
-/// Reads a whole textfile: a regular file, not through a symlink, at most `max` bytes,
-/// UTF-8. Opened non-blocking so a FIFO put in its place cannot stall the refresh.
-fn read_textfile(path: &Path, max: u64) -> Result<(String, Metadata), String> {
+/// Reads a whole textfile: a regular file, not through a symlink, at most `limit.0`
+/// bytes (the budget named `limit.1`), UTF-8. Opened non-blocking so a FIFO put in its
+/// place cannot stall the refresh.
+fn read_textfile(path: &Path, limit: (u64, &str)) -> Result<(String, Metadata), String> {
+    let (max, setting) = limit;
     let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
     let file = File::options()
         .read(true)
@@ -316,7 +390,7 @@ fn read_textfile(path: &Path, max: u64) -> Result<(String, Metadata), String> {
     }
     if metadata.len() > max {
         return Err(format!(
-            "{} bytes is over collectors.textfile.max_file_bytes ({max})",
+            "{} bytes is over what {setting} leaves ({max})",
             metadata.len()
         ));
     }
@@ -325,7 +399,7 @@ fn read_textfile(path: &Path, max: u64) -> Result<(String, Metadata), String> {
         .read_to_end(&mut bytes)
         .map_err(|e| format!("cannot read: {e}"))?;
     if bytes.len() as u64 > max {
-        return Err(format!("over collectors.textfile.max_file_bytes ({max})"));
+        return Err(format!("over what {setting} leaves ({max})"));
     }
     String::from_utf8(bytes)
         .map_err(|_| "not UTF-8".to_owned())
@@ -349,14 +423,86 @@ mod tests {
         std::fs::write(path, text).unwrap();
     }
 
+    const SMALL: ByteBudgets = ByteBudgets {
+        file: 1024,
+        instance: 4096,
+        refresh: 1 << 20,
+    };
+
     fn collect(dir: &Path, instances: Vec<Instance>) -> Collection {
+        collect_within(dir, instances, SMALL)
+    }
+
+    fn collect_within(dir: &Path, instances: Vec<Instance>, budgets: ByteBudgets) -> Collection {
         let reader = Reader {
             directory: dir.to_owned(),
-            max_file_bytes: 1024,
+            budgets,
             metric_prefix: "lxd".into(),
             problems: Arc::new(ProblemLog::new("textfile")),
         };
         reader.read_all(&instances).unwrap()
+    }
+
+    /// A file of `series` lines of family `name`, about 30 bytes a line.
+    fn lines(name: &str, series: usize) -> String {
+        (0..series)
+            .map(|i| format!("{name}{{i=\"{i}\"}} {i}\n"))
+            .collect()
+    }
+
+    #[test]
+    fn one_tenant_over_its_budget_loses_only_its_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // The greedy tenant: ten files of about 900 bytes, each under the file limit.
+        for f in 0..10 {
+            write(
+                dir.path(),
+                &format!("a/greedy/f{f}.prom"),
+                &lines(&format!("g{f}"), 60),
+            );
+        }
+        write(dir.path(), "b/quiet/app.prom", &lines("quiet", 3));
+        write(dir.path(), "host.prom", &lines("host", 3));
+        let c = collect(
+            dir.path(),
+            vec![instance("greedy", "a"), instance("quiet", "b")],
+        );
+        // The greedy tenant's first files fit its 4 KiB; the rest are refused, reported.
+        let served: Vec<f64> = (0..10)
+            .map(|f| status(&c, Some(0), &format!("f{f}.prom")).unwrap())
+            .collect();
+        assert_eq!(
+            served.iter().filter(|s| **s == 0.0).count(),
+            4,
+            "{served:?}"
+        );
+        assert_eq!(served[9], 1.0);
+        // Everyone else is served.
+        assert_eq!(status(&c, Some(1), "app.prom"), Some(0.0));
+        assert_eq!(status(&c, None, "host.prom"), Some(0.0));
+        assert_eq!(find(&c, "quiet").samples.len(), 3);
+        assert_eq!(find(&c, "host").samples.len(), 3);
+
+        // The refresh budget caps the whole read: memory is bounded by it.
+        let tight = ByteBudgets {
+            refresh: 2048,
+            ..SMALL
+        };
+        let c = collect_within(
+            dir.path(),
+            vec![instance("greedy", "a"), instance("quiet", "b")],
+            tight,
+        );
+        let read: usize = c
+            .families
+            .iter()
+            .filter(|f| {
+                f.desc.name != "textfile_scrape_error" && f.desc.name != "textfile_mtime_seconds"
+            })
+            .map(|f| f.samples.len())
+            .sum();
+        // No series line is shorter than 12 bytes.
+        assert!(read > 0 && read <= 2048 / 12, "{read} series from a 2 KiB budget");
     }
 
     fn find<'a>(c: &'a Collection, name: &str) -> &'a Family {
@@ -477,7 +623,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let reader = Reader {
             directory: dir.path().join("absent"),
-            max_file_bytes: 1024,
+            budgets: SMALL,
             metric_prefix: "lxd".into(),
             problems: Arc::new(ProblemLog::new("textfile")),
         };

@@ -6,6 +6,7 @@ pub mod churn;
 pub mod fuzz_entry;
 pub mod prometheus;
 pub mod real_cgroup;
+pub mod synthetic_fleet;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -399,6 +400,43 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Opens `n` TLS connections with the trusted client certificate, sends
+    /// `GET /1.0/metrics` on each and never reads: slow readers, as the review's memory
+    /// attack has them. Hold the result to keep them open.
+    pub async fn unread_scrapes(
+        &self,
+        n: usize,
+    ) -> Vec<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        use tokio::io::AsyncWriteExt;
+        let connector = self.tls_connector(Some(&self.client_cert), &[b"http/1.1"]);
+        let mut held = Vec::with_capacity(n);
+        for _ in 0..n {
+            let tcp = tokio::net::TcpStream::connect(self.address())
+                .await
+                .expect("connect");
+            let server = rustls_pki_types::ServerName::IpAddress(
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST).into(),
+            );
+            let mut tls = connector.connect(server, tcp).await.expect("TLS handshake");
+            tls.write_all(b"GET /1.0/metrics HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .await
+                .expect("send request");
+            tls.flush().await.expect("flush");
+            held.push(tls);
+        }
+        held
+    }
+
+    /// `?project=` keys that name no project, for the review's cache-flooding attack.
+    pub fn random_project_urls(&self, n: u32) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let key = i.wrapping_mul(2_654_435_761);
+                format!("{}/1.0/metrics?project=flood{key:08x}", self.url)
+            })
+            .collect()
     }
 
     /// Lines the daemon wrote to stderr so far.

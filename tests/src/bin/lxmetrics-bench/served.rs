@@ -210,6 +210,53 @@ pub async fn at_1000(report: &mut Report, instances: usize) {
     );
     latency(report, &daemon, n).await;
     throughput(report, &daemon, n).await;
+    drop(daemon);
+    flood(report, instances).await;
+}
+
+/// The review's memory attack (docs/security.md): 40 random `?project=` keys, then 100
+/// scrapes on connections that never read, against a fresh daemon; its peak RSS, and a
+/// normal scrape's latency during the attack against the same daemon's idle latency.
+async fn flood(report: &mut Report, instances: usize) {
+    let daemon = daemon("10m");
+    let client = daemon.client();
+    let url = format!("{}/1.0/metrics", daemon.url);
+    let median_scrape = |client: reqwest::Client, url: String| async move {
+        let mut times = Vec::new();
+        for _ in 0..15 {
+            times.push(scrape(&client, &url, true).await.1);
+        }
+        times.sort();
+        times[times.len() / 2]
+    };
+    scrape(&client, &url, true).await; // the refresh, outside the timing
+    let idle = median_scrape(client.clone(), url.clone()).await;
+    for key in daemon.random_project_urls(40) {
+        let _ = client
+            .get(key)
+            .send()
+            .await
+            .expect("flood key")
+            .bytes()
+            .await;
+    }
+    let held = daemon.unread_scrapes(100).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let flooded = median_scrape(client.clone(), url.clone()).await;
+    let peak_kib = proc_status_value(daemon.pid(), "VmHWM:");
+    drop(held);
+    report.row(
+        &format!("peak RSS, 40 random ?project= keys + 100 unread scrapes ({instances} instances)"),
+        format!("{:.1} MiB", peak_kib as f64 / 1024.0),
+        "<= 128 MiB",
+        peak_kib <= 128 * 1024,
+    );
+    report.row(
+        "a normal scrape during that flood vs idle (median of 15, gzip)",
+        format!("{} vs {}", ms(flooded), ms(idle)),
+        "<= 2x idle",
+        flooded <= idle * 2,
+    );
 }
 
 async fn coalescing(report: &mut Report) {
