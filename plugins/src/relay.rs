@@ -16,7 +16,9 @@ use std::collections::{HashMap, HashSet};
 
 use lxmetrics_core::daemon_metrics;
 use lxmetrics_core::instance::InstanceIndex;
-use lxmetrics_core::metric::{Family, LabelValues, MetricDesc, Namespace, Sample, SeriesSuffix};
+use lxmetrics_core::metric::{
+    Family, LabelValues, MetricDesc, MetricKind, Namespace, Sample, SeriesSuffix,
+};
 
 use crate::prom_text::ParsedFamily;
 
@@ -43,7 +45,28 @@ struct Checked {
     /// Index of the family it joins, or `None` for a new family.
     existing: Option<usize>,
     family: Family,
+    /// The sources disagree on counter, gauge or untyped: the merged family is served
+    /// untyped, so no source can get another's series refused by declaring a type first.
+    untyped: bool,
 }
+
+/// Names Prometheus gives its own series for every target (`up`, the `scrape_*` names)
+/// and its alert state: a relayed `up 0` would fire "target down" alerts.
+const PROMETHEUS_NAMES: [&str; 3] = ["up", "ALERTS", "ALERTS_FOR_STATE"];
+/// Prefix of Prometheus' per-scrape series (`scrape_duration_seconds`, ...).
+const PROMETHEUS_SCRAPE_PREFIX: &str = "scrape_";
+/// The built-in collectors' families (`cpu_seconds_total`, `memory_MemFree_bytes`,
+/// `procs_total`, ...). With `metrics.prefix = ""` their names are bare, and a plugin
+/// that used one would replace a built-in family, so these namespaces stay reserved
+/// whatever the prefix.
+const BUILT_IN_NAMESPACES: [&str; 6] = [
+    "cpu_",
+    "disk_",
+    "filesystem_",
+    "memory_",
+    "network_",
+    "procs_",
+];
 
 impl RelayedFamilies {
     /// An empty set; `metric_prefix` is the daemon's (`metrics.prefix`), `default_help`
@@ -101,12 +124,26 @@ impl RelayedFamilies {
             checked.push(family);
         }
         self.served.extend(new_names);
-        for Checked { existing, family } in checked {
+        for Checked {
+            existing,
+            family,
+            untyped,
+        } in checked
+        {
             let index = match existing {
                 Some(index) => {
                     let merged = &mut self.families[index];
                     merged.samples.extend(family.samples);
                     merged.suffixes.extend(family.suffixes);
+                    if untyped {
+                        merged.desc.kind = MetricKind::Untyped;
+                    }
+                    // Sources that describe a family differently get the neutral text:
+                    // a help text is shown to every viewer of the family, also to a
+                    // certificate restricted to another source's project.
+                    if merged.desc.help != family.desc.help {
+                        merged.desc.help = Cow::Borrowed(self.default_help);
+                    }
                     index
                 }
                 None => {
@@ -161,6 +198,17 @@ impl RelayedFamilies {
         {
             return Err(format!("{name}: the name belongs to the daemon"));
         }
+        if PROMETHEUS_NAMES.contains(&name) || name.starts_with(PROMETHEUS_SCRAPE_PREFIX) {
+            return Err(format!("{name}: the name belongs to Prometheus"));
+        }
+        if self.reserved_prefix.is_empty()
+            && BUILT_IN_NAMESPACES.iter().any(|ns| name.starts_with(ns))
+        {
+            return Err(format!(
+                "{name}: cpu_, disk_, filesystem_, memory_, network_ and procs_ names belong \
+                 to the built-in collectors"
+            ));
+        }
         // The parser guarantees every sample of a family has the same label names (but
         // for the bound label of a histogram or summary, which goes last).
         let bound = kind.bound_label();
@@ -181,6 +229,7 @@ impl RelayedFamilies {
             ));
         }
         let existing = self.by_name.get(name).copied();
+        let mut untyped = false;
         let order: Vec<String> = match existing {
             Some(index) => {
                 let have = &self.families[index];
@@ -188,7 +237,15 @@ impl RelayedFamilies {
                 let mut ours: Vec<&str> = label_names.iter().map(String::as_str).collect();
                 theirs.sort_unstable();
                 ours.sort_unstable();
-                if have.desc.kind != kind || theirs != ours {
+                let scalar = |k: MetricKind| {
+                    matches!(
+                        k,
+                        MetricKind::Counter | MetricKind::Gauge | MetricKind::Untyped
+                    )
+                };
+                if have.desc.kind != kind && scalar(have.desc.kind) && scalar(kind) {
+                    untyped = true;
+                } else if have.desc.kind != kind || theirs != ours {
                     return Err(format!(
                         "{name}: another source relays it with a different type or labels"
                     ));
@@ -222,7 +279,11 @@ impl RelayedFamilies {
                 value: sample.value,
             })
             .collect();
-        Ok(Checked { existing, family })
+        Ok(Checked {
+            existing,
+            family,
+            untyped,
+        })
     }
 }
 
@@ -230,7 +291,61 @@ impl RelayedFamilies {
 mod tests {
     use super::*;
     use crate::prom_text::parse;
-    use lxmetrics_core::metric::MetricKind;
+
+    #[test]
+    fn one_tenant_cannot_remove_or_probe_another_tenants_family() {
+        // Tenant 0 declares the name a gauge first; tenant 1's counter is still served,
+        // and neither learns of the other: the family goes out untyped.
+        let (relayed, results) = relay(&[
+            (
+                "# HELP app_requests_total secret of tenant zero
+# TYPE app_requests_total gauge
+app_requests_total 1
+",
+                Some(0),
+            ),
+            (
+                "# HELP app_requests_total Requests.
+# TYPE app_requests_total counter
+app_requests_total 7
+",
+                Some(1),
+            ),
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let families = relayed.into_families();
+        assert_eq!(families.len(), 1);
+        assert_eq!(families[0].desc.kind, MetricKind::Untyped);
+        assert_eq!(families[0].samples.len(), 2);
+        // Tenant one's viewers do not see tenant zero's help text.
+        assert_eq!(families[0].desc.help, "Relayed in a test");
+    }
+
+    #[test]
+    fn prometheus_and_built_in_names_are_refused() {
+        for name in [
+            "up",
+            "scrape_duration_seconds",
+            "scrape_series_added",
+            "ALERTS",
+        ] {
+            let (_, results) = relay(&[(&format!("{name} 0\n"), None)]);
+            assert!(
+                results[0].as_ref().is_err_and(|e| e.contains("Prometheus")),
+                "{name}: {results:?}"
+            );
+        }
+        // With an empty prefix the built-in collectors' names are still theirs.
+        let mut bare = RelayedFamilies::new("", "Relayed in a test");
+        for name in ["procs_total", "cpu_seconds_total", "memory_MemFree_bytes"] {
+            let result = bare.add(parse(&format!("{name} 999\n")).unwrap(), Some(0));
+            assert!(
+                result.as_ref().is_err_and(|e| e.contains("built-in")),
+                "{name}: {result:?}"
+            );
+        }
+        assert!(bare.add(parse("app_up 1\n").unwrap(), Some(0)).is_ok());
+    }
 
     fn relay(sources: &[(&str, Option<u32>)]) -> (RelayedFamilies, Vec<Result<(), String>>) {
         let mut relayed = RelayedFamilies::new("lxd", "Relayed in a test");

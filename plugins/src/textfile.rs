@@ -502,7 +502,10 @@ mod tests {
             .map(|f| f.samples.len())
             .sum();
         // No series line is shorter than 12 bytes.
-        assert!(read > 0 && read <= 2048 / 12, "{read} series from a 2 KiB budget");
+        assert!(
+            read > 0 && read <= 2048 / 12,
+            "{read} series from a 2 KiB budget"
+        );
     }
 
     fn find<'a>(c: &'a Collection, name: &str) -> &'a Family {
