@@ -189,6 +189,21 @@ struct Reader {
     problems: Arc<ProblemLog>,
 }
 
+/// The files of one refresh: their outcomes, and every source seen (for the problem
+/// log).
+#[derive(Default)]
+struct Statuses {
+    list: Vec<FileStatus>,
+    seen: HashSet<String>,
+}
+
+impl Statuses {
+    fn add(&mut self, source: String, status: FileStatus) {
+        self.seen.insert(source);
+        self.list.push(status);
+    }
+}
+
 /// The outcome of each file, for the status families.
 struct FileStatus {
     instance: Option<InstanceIndex>,
@@ -200,8 +215,7 @@ struct FileStatus {
 impl Reader {
     fn read_all(&self, instances: &[Instance]) -> Result<Collection, CollectError> {
         let mut relayed = RelayedFamilies::new(&self.metric_prefix, "Metric read from a textfile");
-        let mut statuses = Vec::new();
-        let mut seen = HashSet::new();
+        let mut statuses = Statuses::default();
         let mut remaining = Remaining {
             refresh: self.budgets.refresh,
             instance: self.budgets.instance,
@@ -223,23 +237,21 @@ impl Reader {
                     &by_project_name,
                     &mut relayed,
                     &mut statuses,
-                    &mut seen,
                     &mut remaining,
                 );
             } else if is_textfile_name(file_name) {
                 let source = file_name.to_owned();
                 let status = self.read_source(&path, &source, None, &mut relayed, &mut remaining);
-                seen.insert(source);
-                statuses.push(status);
+                statuses.add(source, status);
             }
         }
-        self.problems.retain(&seen);
+        self.problems.retain(&statuses.seen);
 
         let mut collection = Collection::new();
         collection.families = relayed.into_families();
         let mut errors = Family::new(SCRAPE_ERROR, &["file"]);
         let mut mtimes = Family::new(MTIME, &["file"]);
-        for status in statuses {
+        for status in statuses.list {
             push(
                 &mut errors,
                 status.instance,
@@ -262,8 +274,7 @@ impl Reader {
         project: &str,
         instances: &HashMap<(&str, &str), InstanceIndex>,
         relayed: &mut RelayedFamilies,
-        statuses: &mut Vec<FileStatus>,
-        seen: &mut HashSet<String>,
+        statuses: &mut Statuses,
         remaining: &mut Remaining,
     ) {
         let Ok(entries) = self.sorted_entries(dir) else {
@@ -294,8 +305,7 @@ impl Reader {
                 let mut status =
                     self.read_source(&file, &source, Some(instance), relayed, remaining);
                 status.file = file_name.to_owned();
-                seen.insert(source);
-                statuses.push(status);
+                statuses.add(source, status);
             }
         }
     }

@@ -343,6 +343,21 @@ impl Daemon {
             .expect("run the daemon's CLI")
     }
 
+    /// Writes `cert` into the state directory as `<stem>.crt` and trusts it with
+    /// `trust add` and `args` (e.g. `--type=client --restricted --projects prod`); panics
+    /// with the CLI's error if that fails.
+    pub fn trust_with(&self, cert: &ClientCert, stem: &str, args: &[&str]) {
+        let path = cert.write(self.state_dir.path(), stem);
+        let mut full = vec!["trust", "add", path.to_str().expect("utf-8 path")];
+        full.extend_from_slice(args);
+        let out = self.cli(&full);
+        assert!(
+            out.status.success(),
+            "trust add {stem}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Trusts the certificate at `cert` as a metrics certificate; panics with the CLI's
     /// error if that fails.
     pub fn trust_metrics(&self, cert: &Path) {
@@ -465,6 +480,19 @@ pub fn fixture_state_dir(layout: &str, extra: &str) -> tempfile::TempDir {
     );
     std::fs::write(state.path().join("config.toml"), config).expect("write config.toml");
     state
+}
+
+/// The distinct `project` label values of a metrics body's series, sorted.
+pub fn projects_in(body: &str) -> Vec<String> {
+    let mut projects: Vec<String> = body
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split("project=\"").nth(1)?.split('"').next())
+        .map(String::from)
+        .collect();
+    projects.sort();
+    projects.dedup();
+    projects
 }
 
 /// A loopback port that was free a moment ago (for configurations that need a fixed port).

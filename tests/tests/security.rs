@@ -4,7 +4,7 @@
 //! asserts the status code and, for metrics, which projects appear. The daemon reads the
 //! v2 fixture tree, whose instances are in projects `default` and `prod`.
 
-use lxmetrics_tests::{fixture_state_dir, ClientCert, Daemon};
+use lxmetrics_tests::{fixture_state_dir, projects_in, ClientCert, Daemon};
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Who {
@@ -14,35 +14,6 @@ enum Who {
     Untrusted,
     NoCert,
     Expired,
-}
-
-fn trust(daemon: &Daemon, cert: &ClientCert, stem: &str, args: &[&str]) {
-    let path = cert.write(daemon.state_dir.path(), stem);
-    let mut full = vec!["trust", "add", path.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = daemon.cli(&full);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn projects_in(body: &str) -> Vec<String> {
-    let mut projects: Vec<String> = body
-        .lines()
-        .filter(|l| l.starts_with("lxd_procs_total{"))
-        .filter_map(|l| {
-            l.split("project=\"")
-                .nth(1)?
-                .split('"')
-                .next()
-                .map(String::from)
-        })
-        .collect();
-    projects.sort();
-    projects.dedup();
-    projects
 }
 
 #[tokio::test]
@@ -55,14 +26,13 @@ async fn authorization_matrix() {
     let restricted = ClientCert::generate("restricted.local");
     let untrusted = ClientCert::generate("stranger.local");
     let expired = ClientCert::generate_valid("expired.local", -3, -1);
-    trust(&daemon, &metrics, "metrics", &["--type=metrics"]);
-    trust(
-        &daemon,
+    daemon.trust_with(&metrics, "metrics", &["--type=metrics"]);
+    daemon.trust_with(
         &restricted,
         "restricted",
         &["--type=metrics", "--restricted", "--projects", "prod"],
     );
-    trust(&daemon, &expired, "expired", &["--type=client"]);
+    daemon.trust_with(&expired, "expired", &["--type=client"]);
 
     let cert_of = |who: Who| match who {
         Who::Client => Some(daemon.client_cert.clone()),
@@ -204,7 +174,7 @@ async fn trust_changes_apply_to_the_next_request_without_restart() {
     let client = daemon.client_with(Some(&newcomer));
     let url = format!("{}/1.0/metrics", daemon.url);
     assert_eq!(client.get(&url).send().await.unwrap().status(), 403);
-    trust(&daemon, &newcomer, "late", &["--type=metrics"]);
+    daemon.trust_with(&newcomer, "late", &["--type=metrics"]);
     // Same client, same connection pool: allowed now.
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
     let list = daemon.cli(&["trust", "list", "--format=json"]);

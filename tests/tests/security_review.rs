@@ -7,31 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use lxmetrics_tests::{fixture_state_dir, ClientCert, Daemon};
-
-fn trust(daemon: &Daemon, cert: &ClientCert, stem: &str, args: &[&str]) {
-    let path = cert.write(daemon.state_dir.path(), stem);
-    let mut full = vec!["trust", "add", path.to_str().unwrap()];
-    full.extend_from_slice(args);
-    let out = daemon.cli(&full);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn projects_in(body: &str) -> Vec<String> {
-    let mut projects: Vec<String> = body
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split("project=\"").nth(1)?.split('"').next())
-        .map(String::from)
-        .collect();
-    projects.sort();
-    projects.dedup();
-    projects
-}
+use lxmetrics_tests::{fixture_state_dir, projects_in, ClientCert, Daemon};
 
 fn der_base64(cert: &ClientCert) -> String {
     let der = pem::parse(&cert.cert_pem).unwrap();
@@ -44,8 +20,7 @@ fn der_base64(cert: &ClientCert) -> String {
 async fn a_restricted_client_certificate_is_not_an_admin() {
     let daemon = Daemon::start_in(fixture_state_dir("v2", ""), &[]);
     let tenant = ClientCert::generate("tenant.local");
-    trust(
-        &daemon,
+    daemon.trust_with(
         &tenant,
         "tenant",
         &["--type=client", "--restricted", "--projects", "prod"],
@@ -235,7 +210,7 @@ async fn head_has_no_body_on_http2_and_post_needs_json() {
 async fn a_removal_made_without_the_daemon_takes_effect() {
     let daemon = Daemon::start_in(fixture_state_dir("v2", ""), &[]);
     let metrics = ClientCert::generate("metrics.local");
-    trust(&daemon, &metrics, "metrics", &["--type=metrics"]);
+    daemon.trust_with(&metrics, "metrics", &["--type=metrics"]);
     let client = daemon.client_with(Some(&metrics));
     let url = format!("{}/1.0/metrics", daemon.url);
     assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
