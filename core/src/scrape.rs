@@ -79,6 +79,7 @@ pub struct MetricsService {
     telemetry: Arc<DaemonTelemetry>,
     prefix: Arc<str>,
     encoders: Arc<tokio::sync::Semaphore>,
+    uncached: Arc<tokio::sync::Semaphore>,
 }
 
 impl MetricsService {
@@ -91,6 +92,7 @@ impl MetricsService {
             telemetry,
             prefix,
             encoders: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENCODINGS)),
+            uncached: Arc::new(tokio::sync::Semaphore::new(MAX_UNCACHED_BODIES)),
         }
     }
 
@@ -183,7 +185,18 @@ impl MetricsService {
                 .get_or_init(|| self.encode_off_worker(snapshot, request))
                 .await
                 .clone(),
-            None => self.encode_off_worker(snapshot, request).await,
+            None => {
+                // An uncached body lives as long as its response is being sent, which a
+                // slow reader can make forever: at most MAX_UNCACHED_BODIES exist at a
+                // time, each holding its permit in its bytes; more requests wait.
+                let permit = self.uncached.clone().acquire_owned().await.ok();
+                let body = self.encode_off_worker(snapshot, request).await;
+                match (Arc::try_unwrap(body), permit) {
+                    (Ok(body), Some(permit)) => Arc::new(holding(body, permit)),
+                    (Ok(body), None) => Arc::new(body),
+                    (Err(shared), _) => shared,
+                }
+            }
         }
     }
 
@@ -202,6 +215,33 @@ impl MetricsService {
             // panic here again and end only this request): encode in place.
             Err(_) => encode(),
         }
+    }
+}
+
+/// At most this many bodies that no cache slot holds are in flight (being encoded or
+/// sent) at once.
+const MAX_UNCACHED_BODIES: usize = 8;
+
+/// The body's bytes, holding `permit` until the last response sending them is done.
+fn holding(body: EncodedBody, permit: tokio::sync::OwnedSemaphorePermit) -> EncodedBody {
+    struct Held {
+        bytes: Bytes,
+        _permit: tokio::sync::OwnedSemaphorePermit,
+    }
+    impl AsRef<[u8]> for Held {
+        fn as_ref(&self) -> &[u8] {
+            &self.bytes
+        }
+    }
+    let hold = |bytes: Bytes| {
+        Bytes::from_owner(Held {
+            bytes,
+            _permit: permit,
+        })
+    };
+    match body {
+        EncodedBody::Identity(bytes) => EncodedBody::Identity(hold(bytes)),
+        EncodedBody::Gzip(prefix) => EncodedBody::Gzip(prefix.map_head(hold)),
     }
 }
 
@@ -403,6 +443,41 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(snapshot.cached_bodies(), 2);
+    }
+
+    #[tokio::test]
+    async fn uncached_bodies_in_flight_are_bounded() {
+        let svc = service();
+        let snapshot = svc.cache().snapshot().await.unwrap();
+        // Fill every cache slot with other keys so the next ones go uncached.
+        for i in 0..64u32 {
+            let key = BodyKey {
+                filter: ProjectFilter::only([format!("k{i}")]),
+                format: Format::PrometheusText,
+                encoding: ContentEncoding::Identity,
+            };
+            let _ = snapshot.body_slot(&key);
+        }
+        let req = request(
+            ProjectFilter::only(["other".to_string()]),
+            Format::PrometheusText,
+            ContentEncoding::Gzip,
+        );
+        let mut held = Vec::new();
+        for _ in 0..MAX_UNCACHED_BODIES {
+            held.push(svc.scrape(&req).await.unwrap());
+        }
+        assert_eq!(svc.uncached.available_permits(), 0);
+        // One more waits while the others' bodies are still being sent...
+        let waiting = tokio::time::timeout(Duration::from_millis(200), svc.scrape(&req)).await;
+        assert!(waiting.is_err(), "a ninth uncached body was made");
+        // ...and is served once one of them is done.
+        held.pop();
+        let resp = tokio::time::timeout(Duration::from_secs(5), svc.scrape(&req))
+            .await
+            .expect("served after a body was released")
+            .unwrap();
+        assert!(text(&resp).contains("project=\"other\""));
     }
 
     #[tokio::test]

@@ -65,6 +65,15 @@ impl GzipPrefix {
         self.head.len() - GZIP_HEADER.len()
     }
 
+    /// The same prefix with its header and blocks replaced by `f(blocks)` (the same
+    /// bytes, held differently).
+    pub(crate) fn map_head(self, f: impl FnOnce(Bytes) -> Bytes) -> Self {
+        GzipPrefix {
+            head: f(self.head),
+            ..self
+        }
+    }
+
     /// One complete gzip stream holding the prefix's data followed by `tail`, as two
     /// parts to send one after the other: the shared header and cached blocks (not
     /// copied), then the tail's final block and the trailer.
