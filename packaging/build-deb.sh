@@ -6,9 +6,8 @@
 # BINARY defaults to target/release/lxmetrics (build it with
 # `cargo build --release --bin lxmetrics`). The package installs the binary, the systemd
 # unit (enabled on install, not started), a commented /etc/lxmetrics/config.toml, and the
-# docs. Configuration: the unit runs with LXMETRICS_STATE_DIR=/var/lib/lxmetrics; copy
-# /etc/lxmetrics/config.toml there, or add --config /etc/lxmetrics/config.toml to
-# ExecStart with `systemctl edit lxmetrics`.
+# docs. Configuration: the daemon reads /etc/lxmetrics/config.toml unless
+# /var/lib/lxmetrics/config.toml exists or --config names another file.
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 binary=${1:-$top/target/release/lxmetrics}

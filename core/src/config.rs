@@ -394,9 +394,165 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Every configuration key, dotted (`core.https_address`), flattened from the defaults
+/// plus the keys that are unset by default. Tables of free-form settings
+/// (`collectors.<name>`, `remote_write.external_labels`) count as one key.
+pub fn known_keys() -> Vec<String> {
+    fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Dict(_, dict) if !dict.is_empty() => {
+                for (k, v) in dict {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            _ => out.push(prefix.to_owned()),
+        }
+    }
+    let mut keys = Vec::new();
+    if let Ok(value) = Value::serialize(Config::default()) {
+        walk("", &value, &mut keys);
+    }
+    // None by default, so not serialized (their tables show up empty).
+    keys.retain(|k| k != "instances.lxd" && k != "instances.incus");
+    keys.extend(
+        [
+            "core.metrics_address",
+            "instances.lxd.socket",
+            "instances.incus.socket",
+        ]
+        .map(String::from),
+    );
+    keys
+}
+
+/// The dotted keys whose values differ between two configurations (a table of free-form
+/// settings counts as one key), for saying what a reload did not apply.
+pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+    fn flatten(prefix: &str, value: &Value, out: &mut std::collections::BTreeMap<String, String>) {
+        match value {
+            Value::Dict(_, dict) if !dict.is_empty() && !prefix.starts_with("collectors.") => {
+                for (k, v) in dict {
+                    let key = match prefix {
+                        "" => k.clone(),
+                        p => format!("{p}.{k}"),
+                    };
+                    flatten(&key, v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_owned(), format!("{other:?}"));
+            }
+        }
+    }
+    let (mut a, mut b) = Default::default();
+    if let Ok(value) = Value::serialize(old) {
+        flatten("", &value, &mut a);
+    }
+    if let Ok(value) = Value::serialize(new) {
+        flatten("", &value, &mut b);
+    }
+    let mut keys: Vec<String> = a
+        .keys()
+        .chain(b.keys())
+        .filter(|k| a.get(*k) != b.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The environment variable that sets a dotted key: `LXMETRICS_CORE__HTTPS_ADDRESS`.
+pub fn env_var_of(key: &str) -> String {
+    format!(
+        "{ENV_PREFIX}{}",
+        key.replace('.', "__").to_ascii_uppercase()
+    )
+}
+
+/// `LXMETRICS_*` variables among `names` that set no configuration key (and are not
+/// one of `options`, the command-line options' variables), each with the closest
+/// variable that does: such a variable is otherwise ignored without a word.
+pub fn unused_env_vars<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    options: &[&str],
+) -> Vec<(String, Option<String>)> {
+    let keys = known_keys();
+    let mut known: Vec<String> = keys.iter().map(|k| env_var_of(k)).collect();
+    known.extend(options.iter().map(|o| o.to_string()));
+    names
+        .into_iter()
+        .filter(|name| name.starts_with(ENV_PREFIX) && !options.contains(name))
+        .filter(|name| {
+            // A variable under a known key's table (collector settings, labels) is used.
+            !known.iter().any(|k| {
+                *name == k.as_str()
+                    || (name.starts_with(k.as_str()) && name[k.len()..].starts_with("__"))
+                    || name.starts_with(&format!("{ENV_PREFIX}COLLECTORS__"))
+            })
+        })
+        .map(|name| {
+            let closest = known
+                .iter()
+                .map(|k| (strsim::levenshtein(name, k), k))
+                .filter(|(distance, _)| *distance <= 4)
+                .min()
+                .map(|(_, k)| k.clone());
+            (name.to_owned(), closest)
+        })
+        .collect()
+}
+
 /// Loads the configuration from defaults, the file, the environment and `overrides`
 /// (command-line flags as dotted key and value, applied last).
 pub fn load(file: &ConfigFile, overrides: &[(&str, Value)]) -> Result<Config, ConfigError> {
+    load_checked(file, overrides, &|_| Ok(()))
+}
+
+/// A check the loader cannot make alone (e.g. collector names against the linked
+/// collectors): `Err((dotted key, message))`, reported like the loader's own errors, with
+/// where the key was set.
+pub type ExtraCheck<'a> = &'a dyn Fn(&Config) -> Result<(), (String, String)>;
+
+/// [`load`], then `check`.
+pub fn load_checked(
+    file: &ConfigFile,
+    overrides: &[(&str, Value)],
+    check: ExtraCheck<'_>,
+) -> Result<Config, ConfigError> {
+    load_described(file, overrides, check).map(|loaded| loaded.config)
+}
+
+/// A loaded configuration that can say where each value came from, for start-up output.
+#[derive(Debug)]
+pub struct LoadedConfig {
+    /// The configuration.
+    pub config: Config,
+    /// The file that was read, if any.
+    pub file: Option<PathBuf>,
+    figment: Figment,
+}
+
+impl LoadedConfig {
+    /// Where `key`'s value came from: `default`, the file, `environment variable ...` or
+    /// `command line`.
+    pub fn origin(&self, key: &str) -> String {
+        let parts: Vec<String> = key.split('.').map(str::to_owned).collect();
+        origin_of(self.figment.find_metadata(key), &parts).unwrap_or_else(|| "default".to_owned())
+    }
+}
+
+/// [`load_checked`], keeping where each value came from.
+pub fn load_described(
+    file: &ConfigFile,
+    overrides: &[(&str, Value)],
+    check: ExtraCheck<'_>,
+) -> Result<LoadedConfig, ConfigError> {
     let path = match file {
         ConfigFile::Optional(path) => path.is_file().then_some(path.as_path()),
         ConfigFile::Required(path) => {
@@ -419,7 +575,20 @@ pub fn load(file: &ConfigFile, overrides: &[(&str, Value)]) -> Result<Config, Co
     }
     let config: Config = figment.extract().map_err(|e| from_figment(e, path))?;
     validate(&config, &figment)?;
-    Ok(config)
+    check(&config).map_err(|(key, message)| {
+        let parts: Vec<String> = key.split('.').map(str::to_owned).collect();
+        ConfigError {
+            origin: origin_of(figment.find_metadata(&key), &parts)
+                .unwrap_or_else(|| "configuration".to_owned()),
+            key,
+            message,
+        }
+    })?;
+    Ok(LoadedConfig {
+        config,
+        file: path.map(Path::to_owned),
+        figment,
+    })
 }
 
 fn check_readable(path: &Path) -> Result<(), ConfigError> {
@@ -453,15 +622,54 @@ fn from_figment(error: figment::Error, file: Option<&Path>) -> ConfigError {
                 format!("unknown key (known keys here: {})", expected.join(", "))
             }
         }
+        Kind::UnknownVariant(found, expected) => format!(
+            "unknown value \"{found}\" (one of: {})",
+            expected.join(", ")
+        ),
+        Kind::InvalidType(_, expected) => {
+            let hint = if expected.contains("sequence") {
+                format!(
+                    " (a list such as [\"disk\"]; in the environment {}='[\"disk\"]')",
+                    env_var_of(&path.join("."))
+                )
+            } else if expected.contains("duration") {
+                " (a string such as \"8s\", \"500ms\" or \"1m 30s\")".to_owned()
+            } else {
+                String::new()
+            };
+            format!("{}{hint}", one_line(&error.kind.to_string()))
+        }
         kind => one_line(&kind.to_string()),
     };
     let origin = origin_of(error.metadata.as_ref(), &path)
         .or_else(|| file.map(|f| f.display().to_string()))
         .unwrap_or_else(|| "configuration".to_owned());
-    ConfigError {
-        origin,
-        key: path.join("."),
-        message,
+    // A list entry is named by its place, counted from 1 ("rule 2: preset: ..."), as
+    // the checks after loading name it, never by a 0-based index inside the key.
+    match path.iter().position(|p| p.parse::<usize>().is_ok()) {
+        Some(at) => {
+            let n = path[at].parse::<usize>().map(|n| n + 1).unwrap_or(1);
+            let word = if path[..at].join(".") == "instances.source" {
+                "rule"
+            } else {
+                "entry"
+            };
+            let inner = path[at + 1..].join(".");
+            let message = match inner.is_empty() {
+                true => format!("{word} {n}: {message}"),
+                false => format!("{word} {n}: {inner}: {message}"),
+            };
+            ConfigError {
+                origin,
+                key: path[..at].join("."),
+                message,
+            }
+        }
+        None => ConfigError {
+            origin,
+            key: path.join("."),
+            message,
+        },
     }
 }
 
@@ -487,8 +695,10 @@ fn origin_of(metadata: Option<&Metadata>, path: &[String]) -> Option<String> {
             "environment variable {ENV_PREFIX}{}",
             path.join("__").to_ascii_uppercase()
         )),
-        _ if metadata.name.starts_with("Serialized") => Some("command line".to_owned()),
-        _ => Some(metadata.name.to_string()),
+        // Serialized providers are named after the type they serialize: the defaults are a
+        // `Config`, the command-line overrides are single values. Never show a type name.
+        _ if metadata.name.ends_with("Config") => Some("default".to_owned()),
+        _ => Some("command line".to_owned()),
     }
 }
 
@@ -734,32 +944,47 @@ mod tests {
         );
     }
 
-    /// Every key of the configuration, flattened from the defaults.
-    fn default_keys() -> Vec<String> {
-        fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
-            match value {
-                Value::Dict(_, dict) if !dict.is_empty() => {
-                    for (k, v) in dict {
-                        let key = if prefix.is_empty() {
-                            k.clone()
-                        } else {
-                            format!("{prefix}.{k}")
-                        };
-                        walk(&key, v, out);
-                    }
-                }
-                _ => out.push(prefix.to_owned()),
-            }
-        }
-        let value = Value::serialize(Config::default()).unwrap();
-        let mut keys = Vec::new();
-        walk("", &value, &mut keys);
-        // None by default, so not serialized (their tables show up empty).
-        keys.retain(|k| k != "instances.lxd" && k != "instances.incus");
-        keys.push("core.metrics_address".into());
-        keys.push("instances.lxd.socket".into());
-        keys.push("instances.incus.socket".into());
-        keys
+    #[test]
+    fn an_environment_variable_that_sets_nothing_is_named_with_the_closest() {
+        let unused = unused_env_vars(
+            [
+                "LXMETRICS_CORE_HTTPS_ADDRESS",
+                "LXMETRICS_CORE__HTTPS_ADDRESS",
+                "LXMETRICS_STATE_DIR",
+                "LXMETRICS_COLLECTORS__TEXTFILE__DIRECTORY",
+                "LXMETRICS_REMOTE_WRITE__EXTERNAL_LABELS__DC",
+                "LXMETRICS_WHATEVER",
+                "PATH",
+            ],
+            &[
+                "LXMETRICS_STATE_DIR",
+                "LXMETRICS_CONFIG",
+                "LXMETRICS_LOG_LEVEL",
+            ],
+        );
+        assert_eq!(
+            unused,
+            [
+                (
+                    "LXMETRICS_CORE_HTTPS_ADDRESS".to_owned(),
+                    Some("LXMETRICS_CORE__HTTPS_ADDRESS".to_owned())
+                ),
+                ("LXMETRICS_WHATEVER".to_owned(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn changed_keys_name_what_differs() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.metrics.cache_ttl = Duration::from_secs(3);
+        new.collectors.disable = vec!["disk".into()];
+        assert_eq!(
+            changed_keys(&old, &new),
+            ["collectors.disable", "metrics.cache_ttl"]
+        );
+        assert!(changed_keys(&old, &old).is_empty());
     }
 
     #[test]
@@ -769,7 +994,7 @@ mod tests {
             "/../docs/configuration.md"
         ))
         .expect("docs/configuration.md exists");
-        let keys = default_keys();
+        let keys = known_keys();
         assert!(keys.len() >= 13, "{keys:?}");
         assert!(keys.contains(&"instances.source".to_string()), "{keys:?}");
         for key in keys {

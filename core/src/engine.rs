@@ -24,6 +24,27 @@ struct Slot {
     name: &'static str,
     collector: Arc<dyn Collector>,
     running: Arc<AtomicBool>,
+    /// The error of the last refresh, if it failed: a failure is logged when it starts or
+    /// changes and a recovery once, not the same line every refresh.
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Slot {
+    /// Logs a change of this collector's health: a new or different error as a warning,
+    /// the end of one as information.
+    fn log_outcome(&self, error: Option<&str>) {
+        let mut last = self.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        match (last.as_deref(), error) {
+            (Some(before), Some(now)) if before == now => return,
+            (_, Some(now)) => tracing::warn!(
+                collector = self.name,
+                "collector failed: {now} (logged again only if this changes)"
+            ),
+            (Some(_), None) => tracing::info!(collector = self.name, "collector recovered"),
+            (None, None) => return,
+        }
+        *last = error.map(str::to_owned);
+    }
 }
 
 /// Clears a slot's running flag when the collector's task ends, however it ends.
@@ -61,6 +82,7 @@ impl RefreshEngine {
                 name,
                 collector,
                 running: Arc::new(AtomicBool::new(false)),
+                last_error: std::sync::Mutex::new(None),
             })
             .collect();
         RefreshEngine {
@@ -126,9 +148,12 @@ impl RefreshEngine {
                 ),
             };
             match outcome.result {
-                Ok(collection) => builder.add_collection(slot.name, outcome.duration, collection),
+                Ok(collection) => {
+                    slot.log_outcome(None);
+                    builder.add_collection(slot.name, outcome.duration, collection)
+                }
                 Err(error) => {
-                    tracing::warn!(collector = slot.name, "collector failed: {error}");
+                    slot.log_outcome(Some(&error));
                     builder.add_status(CollectorStatus {
                         name: slot.name.into(),
                         success: false,

@@ -197,6 +197,24 @@ pub fn build_enabled(
     Ok(built)
 }
 
+/// Checks `collectors.enable` and `collectors.disable` against the linked collectors, for
+/// [`crate::config::load_checked`]: the error names the key and leaves where it was set
+/// to the loader.
+pub fn check_selection(config: &crate::config::Config) -> Result<(), (String, String)> {
+    match select(
+        &registered(),
+        &config.collectors.enable,
+        &config.collectors.disable,
+    ) {
+        Ok(_) => Ok(()),
+        Err(SelectionError::Unknown { key, name, known }) => Err((
+            format!("collectors.{key}"),
+            format!("unknown collector \"{name}\" (known: {known})"),
+        )),
+        Err(other) => Err(("collectors.enable".to_owned(), other.to_string())),
+    }
+}
+
 /// Whether each registered collector runs, given the configuration lists.
 ///
 /// Enabled = (default-enabled ∪ `enable`) ∖ `disable`.

@@ -48,8 +48,10 @@ const DURATION: MetricDesc = MetricDesc::gauge(
 /// `PATH` for commands; the daemon's own environment is not passed on.
 const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How much of a failing command's stderr is quoted in the log.
-const STDERR_QUOTE_BYTES: usize = 512;
+/// How much of the end of a command's stderr is quoted in the log.
+const STDERR_QUOTE_BYTES: usize = 1024;
+/// How many of its last lines.
+const STDERR_QUOTE_LINES: usize = 5;
 
 /// Whether a command speaks for the host or for each instance.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -342,6 +344,9 @@ async fn run_command(
             format!("{status}: {err}")
         });
     }
+    if !err.is_empty() {
+        tracing::debug!(command = %spec.name, "stderr: {err}");
+    }
     String::from_utf8(out).map_err(|_| "output is not UTF-8".to_owned())
 }
 
@@ -363,32 +368,52 @@ async fn read_capped<R: AsyncRead + Unpin>(pipe: Option<R>, max: u64) -> Result<
     Ok(out)
 }
 
-/// Reads stderr to the end (so the command never blocks on it) and keeps the start, for
-/// the log.
+/// Reads stderr to the end (so the command never blocks on it) and keeps its last lines
+/// (where a failing program says why), joined into one log line with ` | `.
 async fn read_quote<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
     let Some(mut pipe) = pipe else {
         return String::new();
     };
-    let mut kept = Vec::new();
+    let mut kept: Vec<u8> = Vec::new();
     let mut buf = [0u8; 4096];
     while let Ok(n) = pipe.read(&mut buf).await {
         if n == 0 {
             break;
         }
-        let room = STDERR_QUOTE_BYTES.saturating_sub(kept.len());
-        kept.extend_from_slice(&buf[..n.min(room)]);
+        kept.extend_from_slice(&buf[..n]);
+        if kept.len() > 2 * STDERR_QUOTE_BYTES {
+            kept.drain(..kept.len() - STDERR_QUOTE_BYTES);
+        }
     }
-    String::from_utf8_lossy(&kept)
+    let tail = &kept[kept.len().saturating_sub(STDERR_QUOTE_BYTES)..];
+    let text = String::from_utf8_lossy(tail);
+    let lines: Vec<&str> = text
         .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines[lines.len().saturating_sub(STDERR_QUOTE_LINES)..].join(" | ")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use lxmetrics_core::collector::HostPaths;
+
+    #[tokio::test]
+    async fn the_last_lines_of_stderr_are_kept() {
+        let mut text = String::new();
+        for i in 0..500 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str("\nfatal: the real reason\n");
+        let quote = read_quote(Some(text.as_bytes())).await;
+        assert!(
+            quote.ends_with("line 499 | fatal: the real reason"),
+            "{quote}"
+        );
+        assert_eq!(quote.matches(" | ").count(), STDERR_QUOTE_LINES - 1);
+    }
 
     fn spec(name: &str, script: &str, timeout_ms: u64, scope: CommandScope) -> CommandSpec {
         CommandSpec {

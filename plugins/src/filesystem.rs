@@ -62,6 +62,15 @@ pub struct FilesystemCollector {
 impl FilesystemCollector {
     fn build(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
         let settings: Settings = ctx.settings()?;
+        if settings.timeout >= ctx.collector_timeout {
+            return Err(format!(
+                "collectors.filesystem.timeout ({}) must be below metrics.collector_timeout ({}), \
+                 or the whole collector misses its deadline whenever one statvfs hangs",
+                humantime::format_duration(settings.timeout),
+                humantime::format_duration(ctx.collector_timeout)
+            )
+            .into());
+        }
         Ok(Self::with_timeout(settings.timeout))
     }
 

@@ -144,6 +144,13 @@ impl TextfileCollector {
             )
             .into());
         }
+        if !directory.is_dir() {
+            tracing::warn!(
+                "collectors.textfile.directory {} does not exist (yet): the textfile \
+                 collector reports failure until it does",
+                directory.display()
+            );
+        }
         Ok(TextfileCollector::new(
             directory,
             ByteBudgets {

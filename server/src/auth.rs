@@ -126,15 +126,28 @@ fn certificate_access(peer: &PeerCertificate, trust: &TrustSnapshot, pki: Option
     let Some(entry) = trust.get(&peer.fingerprint) else {
         return match pki {
             Some(pki) if pki.trusts(&peer.der) => Access::Client(Projects::All),
-            _ => Access::Untrusted,
+            _ => {
+                tracing::debug!(fingerprint = %peer.fingerprint, "certificate not trusted");
+                Access::Untrusted
+            }
         };
     };
     if !currently_valid(&peer.der) {
+        tracing::debug!(
+            fingerprint = %peer.fingerprint,
+            name = %entry.name,
+            "trusted certificate refused: outside its validity period"
+        );
         return Access::Untrusted;
     }
     // In PKI mode the CA's revocation list applies to every certificate it issued, also
     // to one that was added to the trust store (LXD checks the CRL for those too).
     if pki.is_some_and(|pki| pki.revokes(&peer.der)) {
+        tracing::debug!(
+            fingerprint = %peer.fingerprint,
+            name = %entry.name,
+            "trusted certificate refused: revoked by ca.crl"
+        );
         return Access::Untrusted;
     }
     let projects = match entry.restricted {

@@ -4,6 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The environment variables of command-line options (not configuration keys).
+pub const ENV_OPTIONS: [&str; 3] = [
+    "LXMETRICS_STATE_DIR",
+    "LXMETRICS_CONFIG",
+    "LXMETRICS_LOG_LEVEL",
+];
+
 /// Per-instance metrics for containers and VMs, LXD-compatible, for Prometheus.
 #[derive(Debug, Parser)]
 #[command(name = "lxmetrics", version, about, propagate_version = true)]
@@ -12,7 +19,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "LXMETRICS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
 
-    /// Configuration file; default `<state-dir>/config.toml` if it exists.
+    /// Configuration file; default `<state-dir>/config.toml`, else
+    /// `/etc/lxmetrics/config.toml`, if one exists.
     #[arg(long, global = true, env = "LXMETRICS_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -50,6 +58,9 @@ pub enum Command {
     Daemon(DaemonArgs),
     /// List the registered collectors and whether each is enabled.
     Collectors,
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Manage trusted client certificates.
     #[command(subcommand)]
     Trust(TrustCommand),
@@ -60,6 +71,15 @@ pub enum Command {
     },
 }
 
+/// `lxmetrics config ...`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration completely (file, environment, collector settings, instance
+    /// sources, listener addresses) without starting anything or writing to the state
+    /// directory; exits 0 when it is valid, 1 with one line saying what is wrong.
+    Check,
+}
+
 /// `lxmetrics trust ...`
 #[derive(Debug, Subcommand)]
 pub enum TrustCommand {
@@ -67,12 +87,14 @@ pub enum TrustCommand {
     Add {
         /// PEM or DER certificate file.
         file: std::path::PathBuf,
-        /// `client` (full API) or `metrics` (metrics only).
+        /// `client` (the full API) or `metrics` (`/1.0/metrics` and `/1.0` only). Without
+        /// it the certificate is trusted as `client`, as `lxc config trust add` does.
         #[arg(long = "type", value_name = "TYPE", default_value = "client")]
         kind: String,
-        /// A name for the certificate (default: start of its fingerprint).
-        #[arg(long, default_value = "")]
-        name: String,
+        /// A name for the certificate; without it, the first 12 characters of its
+        /// fingerprint.
+        #[arg(long)]
+        name: Option<String>,
         /// Limit the certificate to `--projects`.
         #[arg(long)]
         restricted: bool,
@@ -86,9 +108,10 @@ pub enum TrustCommand {
         #[arg(long, value_enum, default_value_t = ListFormat::Table)]
         format: ListFormat,
     },
-    /// Stop trusting a certificate (a unique fingerprint prefix is enough).
+    /// Stop trusting a certificate, given by fingerprint (a unique prefix is enough) or
+    /// name.
     Remove {
-        /// The certificate's fingerprint.
+        /// The certificate's fingerprint, a unique prefix of it, or its name.
         fingerprint: String,
     },
 }

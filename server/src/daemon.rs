@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress};
+use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress, LoadedConfig};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
@@ -23,17 +23,54 @@ use crate::tls::config as tls_config;
 use crate::tls::server_cert;
 use crate::trust::store::TrustStore;
 
-/// Loads the configuration the way every subcommand does.
+/// The system-wide configuration file, read when the state directory has none (the
+/// Debian package installs it).
+pub const SYSTEM_CONFIG: &str = "/etc/lxmetrics/config.toml";
+
+/// Which configuration file a command reads: `--config FILE` (must exist), else
+/// `<state-dir>/config.toml`, else [`SYSTEM_CONFIG`], else none.
+pub fn config_file(state_dir: &Path, explicit: Option<&Path>) -> ConfigFile {
+    config_file_among(state_dir, explicit, Path::new(SYSTEM_CONFIG))
+}
+
+fn config_file_among(state_dir: &Path, explicit: Option<&Path>, system: &Path) -> ConfigFile {
+    match explicit {
+        Some(path) => ConfigFile::Required(path.to_owned()),
+        None => {
+            let candidates = [state_dir.join("config.toml"), system.to_owned()];
+            let found = candidates.iter().find(|p| p.is_file());
+            ConfigFile::Optional(found.unwrap_or(&candidates[0]).clone())
+        }
+    }
+}
+
+/// Loads the configuration the way every subcommand does, with the checks only the
+/// linked collectors can make (their names).
 pub fn load_config(
     state_dir: &Path,
     explicit: Option<&Path>,
     overrides: &[(&str, figment::value::Value)],
-) -> anyhow::Result<Config> {
-    let file = match explicit {
-        Some(path) => ConfigFile::Required(path.to_owned()),
-        None => ConfigFile::Optional(state_dir.join("config.toml")),
-    };
-    Ok(config::load(&file, overrides)?)
+) -> anyhow::Result<LoadedConfig> {
+    Ok(config::load_described(
+        &config_file(state_dir, explicit),
+        overrides,
+        &registry::check_selection,
+    )?)
+}
+
+/// Builds the enabled collectors, checking each one's settings; an error names the file
+/// the settings came from.
+pub fn build_collectors(
+    loaded: &LoadedConfig,
+) -> anyhow::Result<Vec<(&'static str, Arc<dyn lxmetrics_core::collector::Collector>)>> {
+    let config = &loaded.config;
+    let host = Arc::new(config.host.clone());
+    registry::build_enabled(&config.collectors, &config.metrics, &host).map_err(|e| {
+        match &loaded.file {
+            Some(file) => anyhow::anyhow!("{}: {e}", file.display()),
+            None => anyhow::anyhow!("{e}"),
+        }
+    })
 }
 
 /// The flags of `lxmetrics daemon` as configuration overrides.
@@ -52,24 +89,54 @@ pub fn overrides(args: &DaemonArgs) -> Vec<(&'static str, figment::value::Value)
 ///
 /// `reload` re-reads the configuration on SIGHUP (with the same sources and flags).
 pub async fn run(
-    config: Config,
+    loaded: LoadedConfig,
     state_dir: &Path,
     reload: impl Fn() -> anyhow::Result<Config>,
 ) -> anyhow::Result<()> {
+    let config = &loaded.config;
+    // Handlers first: a SIGHUP sent as soon as the listeners are announced must reload,
+    // not end the daemon (the default action of an unhandled SIGHUP).
+    let mut signals = Signals::new()?;
     match crate::fd_limit::raise() {
         Ok(limit) => tracing::debug!(limit, "open-file limit"),
         Err(e) => tracing::warn!("{e}"),
     }
+    // Every collector's settings are checked before anything is written to the state
+    // directory: a configuration error leaves no half-initialized state behind.
+    let collectors = build_collectors(&loaded)?;
+    let host = Arc::new(config.host.clone());
+    crate::state_dir::ensure(state_dir)
+        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     let identity = server_cert::load_or_generate(state_dir)?;
     let trust = Arc::new(
         TrustStore::open(&state_dir.join("trust.db"))
             .with_context(|| "cannot open the trust store".to_owned())?,
     );
-    let tls = tls_config::server_config(&identity).context("TLS configuration")?;
+    let tls = tls_config::server_config(&identity).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => anyhow::anyhow!(
+            "{dir}/server.crt and {dir}/server.key do not belong together (the key is not \
+             the certificate's): put back the matching pair, or move both away to have a \
+             new pair generated (clients then need the new server.crt)",
+            dir = state_dir.display()
+        ),
+        other => anyhow::anyhow!(
+            "TLS configuration of {}/server.crt: {other}",
+            state_dir.display()
+        ),
+    })?;
     let pki = match config.core.trust_ca_certificates {
         true => Some(PkiFiles::load(state_dir)?),
         false => None,
     };
+    match &loaded.file {
+        Some(file) => println!("lxmetrics configuration: {}", file.display()),
+        None => println!(
+            "lxmetrics configuration: no file (defaults, environment and flags; \
+             looked for {}/config.toml and {SYSTEM_CONFIG})",
+            state_dir.display()
+        ),
+    }
+    println!("lxmetrics state directory: {}", state_dir.display());
     println!(
         "lxmetrics server certificate fingerprint: {}{}",
         identity.fingerprint,
@@ -80,14 +147,14 @@ pub async fn run(
         }
     );
 
-    let host = Arc::new(config.host.clone());
-    let collectors = registry::build_enabled(&config.collectors, &config.metrics, &host)?;
     tracing::info!(
         collectors = %collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(","),
         "collectors enabled"
     );
+    let discovery = discovery(config);
+    print_instance_sources(config, discovery.as_ref(), &host).await;
     let engine = RefreshEngine::new(
-        discovery(&config),
+        discovery,
         collectors,
         host,
         config.metrics.collector_timeout,
@@ -125,6 +192,7 @@ pub async fn run(
             &tls,
             routes(state.clone(), ListenerScope::Full),
             &telemetry,
+            &loaded.origin("core.https_address"),
         )?,
         Some(config.core.https_address),
     );
@@ -136,6 +204,7 @@ pub async fn run(
                 &tls,
                 routes(state.clone(), ListenerScope::MetricsOnly),
                 &telemetry,
+                &loaded.origin("core.metrics_address"),
             )?,
             Some(addr),
         )),
@@ -153,7 +222,8 @@ pub async fn run(
     );
     println!("lxmetrics listening on unix:{}", socket.display());
 
-    let mut signals = Signals::new()?;
+    // What the running daemon applies; SIGHUP says which other changes wait for a restart.
+    let mut applied = config.clone();
     loop {
         match signals.next().await {
             Signal::Terminate => break,
@@ -180,6 +250,22 @@ pub async fn run(
                         continue;
                     }
                 };
+                let waiting: Vec<String> = config::changed_keys(&applied, &new)
+                    .into_iter()
+                    .filter(|k| !RELOADED_KEYS.iter().any(|r| k.starts_with(r)))
+                    .collect();
+                if !waiting.is_empty() {
+                    tracing::warn!(
+                        "SIGHUP: {} changed; these apply at the next start (restart the \
+                         daemon), the rest of the configuration was reloaded",
+                        waiting.join(", ")
+                    );
+                }
+                applied = Config {
+                    core: reloaded_core(&applied, &new),
+                    cluster: new.cluster.clone(),
+                    ..applied
+                };
                 if **state.cluster.load() != new.cluster.members {
                     tracing::info!(
                         members = new.cluster.members.len(),
@@ -194,6 +280,7 @@ pub async fn run(
                         &tls,
                         routes(state.clone(), ListenerScope::Full),
                         &telemetry,
+                        "SIGHUP",
                     ) {
                         Ok(l) => {
                             std::mem::replace(&mut https, start(l, Some(new.core.https_address)))
@@ -211,6 +298,7 @@ pub async fn run(
                             &tls,
                             routes(state.clone(), ListenerScope::MetricsOnly),
                             &telemetry,
+                            "SIGHUP",
                         ) {
                             Ok(l) => Some(start(l, Some(addr))),
                             Err(e) => {
@@ -242,6 +330,22 @@ pub async fn run(
     }
     futures_util::future::join_all(stopping).await;
     Ok(())
+}
+
+/// The keys SIGHUP applies; changes to any other key wait for a restart.
+const RELOADED_KEYS: [&str; 3] = [
+    "core.https_address",
+    "core.metrics_address",
+    "cluster.members",
+];
+
+/// `applied`'s `[core]` with the listener addresses SIGHUP applies taken from `new`.
+fn reloaded_core(applied: &Config, new: &Config) -> config::CoreConfig {
+    config::CoreConfig {
+        https_address: new.core.https_address,
+        metrics_address: new.core.metrics_address,
+        ..applied.core.clone()
+    }
 }
 
 /// A serving listener and how to stop it.
@@ -306,19 +410,91 @@ fn discovery(config: &Config) -> Arc<dyn lxmetrics_core::discovery::Discovery> {
     Arc::new(lxmetrics_plugins::CgroupDiscovery::new(&config.instances))
 }
 
-/// Binds one TLS listener and prints its address.
+/// Prints the instance sources in use and what discovery finds now, so a host where
+/// nothing matches is noticed at start rather than from an empty graph.
+async fn print_instance_sources(
+    config: &Config,
+    discovery: &dyn lxmetrics_core::discovery::Discovery,
+    host: &lxmetrics_core::collector::HostPaths,
+) {
+    let sources: Vec<String> = config
+        .instances
+        .source
+        .iter()
+        .map(|s| match (&s.preset, &s.pattern) {
+            (Some(preset), _) => serde_json::to_value(preset)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            (None, Some(pattern)) => format!("pattern {pattern}"),
+            (None, None) => "none".to_owned(),
+        })
+        .collect();
+    match discovery.discover(host).await {
+        Ok(found) => {
+            let mut per_project: std::collections::BTreeMap<&str, usize> = Default::default();
+            for instance in &found {
+                *per_project.entry(instance.project.as_str()).or_default() += 1;
+            }
+            let projects: Vec<String> = per_project
+                .iter()
+                .map(|(p, n)| format!("{p}: {n}"))
+                .collect();
+            println!(
+                "lxmetrics instances: {} running ({}) from cgroups under {} (sources: {})",
+                found.len(),
+                if projects.is_empty() {
+                    "none".to_owned()
+                } else {
+                    projects.join(", ")
+                },
+                host.cgroup_root.display(),
+                sources.join(", ")
+            );
+        }
+        Err(e) => println!(
+            "lxmetrics instances: discovery failed ({e}); sources: {}",
+            sources.join(", ")
+        ),
+    }
+}
+
+/// Binds one TLS listener and prints its address, the key and where its value came from.
 fn bind_tls(
     addr: ListenAddress,
     key: &str,
     tls: &Arc<rustls::ServerConfig>,
     routes: warp::filters::BoxedFilter<(warp::reply::Response,)>,
     telemetry: &Arc<DaemonTelemetry>,
+    origin: &str,
 ) -> anyhow::Result<HttpListener> {
     let listener =
         HttpListener::bind_tls(addr.socket_addr(), tls.clone(), routes, telemetry.clone())
             .with_context(|| format!("{key}: cannot listen on {addr}"))?;
     if let Some(local) = listener.local_addr() {
-        println!("lxmetrics listening on https://{local} ({key})");
+        println!("lxmetrics listening on https://{local} ({key}, from {origin})");
     }
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configuration_file_is_the_flag_then_the_state_directory_then_etc() {
+        let dir = tempfile::tempdir().unwrap();
+        let (state, etc) = (dir.path().join("state"), dir.path().join("etc.toml"));
+        std::fs::create_dir(&state).unwrap();
+        let own = state.join("config.toml");
+        let pick = |explicit: Option<&Path>| config_file_among(&state, explicit, &etc);
+        // None exists: the state directory's is named (and optional).
+        assert_eq!(pick(None), ConfigFile::Optional(own.clone()));
+        std::fs::write(&etc, "").unwrap();
+        assert_eq!(pick(None), ConfigFile::Optional(etc.clone()));
+        std::fs::write(&own, "").unwrap();
+        assert_eq!(pick(None), ConfigFile::Optional(own.clone()));
+        let flag = dir.path().join("flag.toml");
+        assert_eq!(pick(Some(&flag)), ConfigFile::Required(flag.clone()));
+    }
 }

@@ -46,6 +46,7 @@ pub fn main() -> std::process::ExitCode {
 pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(&cli.log_level, cli.log_format)?;
+    warn_unused_env_vars();
     let state_dir = cli
         .state_dir
         .clone()
@@ -57,9 +58,6 @@ pub fn run() -> anyhow::Result<()> {
             state_dir::check_private(&state_dir)?;
             let config =
                 daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args))?;
-            state_dir::ensure(&state_dir).with_context(|| {
-                format!("cannot create state directory {}", state_dir.display())
-            })?;
             memory::limit_arenas();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -67,8 +65,10 @@ pub fn run() -> anyhow::Result<()> {
                 .thread_name("lxmetrics")
                 .build()
                 .context("cannot start the async runtime")?;
-            let reload =
-                || daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args));
+            let reload = || {
+                daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args))
+                    .map(|loaded| loaded.config)
+            };
             let result = runtime.block_on(daemon::run(config, &state_dir, reload));
             // A collector stuck in a system call (statvfs on a dead NFS server) holds a
             // blocking thread that will never return; dropping the runtime would wait for
@@ -77,11 +77,45 @@ pub fn run() -> anyhow::Result<()> {
             result
         }
         Command::Collectors => {
-            let config = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;
-            print_collectors(&config)
+            let loaded = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;
+            // The same checks as the daemon's, collector settings included.
+            daemon::build_collectors(&loaded)?;
+            print_collectors(&loaded.config)
+        }
+        Command::Config(cli::ConfigCommand::Check) => {
+            let loaded = daemon::load_config(&state_dir, cli.config.as_deref(), &[])?;
+            // Building the collectors checks their settings; nothing is started.
+            daemon::build_collectors(&loaded)?;
+            match &loaded.file {
+                Some(file) => println!("{}: configuration OK", file.display()),
+                None => println!("no configuration file; defaults and environment OK"),
+            }
+            Ok(())
         }
         Command::Trust(command) => small_runtime()?.block_on(trust_cli::run(command, &state_dir)),
         Command::Query { path } => small_runtime()?.block_on(trust_cli::query(path, &state_dir)),
+    }
+}
+
+/// Logs each `LXMETRICS_*` variable that sets nothing (a typo such as one `_` where
+/// `__` separates levels), naming the closest one that would.
+fn warn_unused_env_vars() {
+    let names: Vec<String> = std::env::vars_os()
+        .filter_map(|(name, _)| name.into_string().ok())
+        .collect();
+    let unused = lxmetrics_core::config::unused_env_vars(
+        names.iter().map(String::as_str),
+        &cli::ENV_OPTIONS,
+    );
+    for (name, closest) in unused {
+        match closest {
+            Some(closest) => tracing::warn!(
+                "environment variable {name} sets nothing and is ignored; did you mean {closest}?"
+            ),
+            None => tracing::warn!(
+                "environment variable {name} sets nothing and is ignored (see docs/configuration.md)"
+            ),
+        }
     }
 }
 
@@ -113,9 +147,27 @@ fn print_collectors(config: &lxmetrics_core::config::Config) -> anyhow::Result<(
     Ok(())
 }
 
+/// The words `--log-level` takes alone; anything else must be `target=level` directives.
+const LOG_LEVELS: [&str; 6] = ["error", "warn", "info", "debug", "trace", "off"];
+
+/// Parses `--log-level`. A bare word that is not a level is an error, not a filter for a
+/// target of that name (which would silence every log line, warnings and errors too).
+fn log_filter(level: &str) -> anyhow::Result<tracing_subscriber::EnvFilter> {
+    let usage = "use error, warn, info, debug, trace or off, or directives such as \
+                 info,lxmetrics_server=debug";
+    for part in level.split(',').map(str::trim) {
+        let bare_level = LOG_LEVELS.contains(&part.to_ascii_lowercase().as_str());
+        if !part.contains('=') && !bare_level {
+            anyhow::bail!("--log-level: \"{part}\" is not a log level ({usage})");
+        }
+    }
+    // One line: the parser's reason once, not again as a cause.
+    tracing_subscriber::EnvFilter::try_new(level)
+        .map_err(|e| anyhow::anyhow!("--log-level: \"{level}\": {e} ({usage})"))
+}
+
 fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .with_context(|| format!("--log-level: \"{level}\" is not a log level"))?;
+    let filter = log_filter(level)?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -125,4 +177,27 @@ fn init_logging(level: &str, format: LogFormat) -> anyhow::Result<()> {
         LogFormat::Json => builder.json().init(),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_levels_are_levels_or_directives() {
+        for good in [
+            "info",
+            "DEBUG",
+            "off",
+            "warn,lxmetrics_server=debug",
+            "h2=info",
+        ] {
+            assert!(log_filter(good).is_ok(), "{good}");
+        }
+        for bad in ["debgu", "info,verbose", "foo=bar=baz", ""] {
+            let e = log_filter(bad).unwrap_err().to_string();
+            assert!(e.starts_with("--log-level: "), "{bad}: {e}");
+            assert_eq!(e.matches("--log-level").count(), 1, "{e}");
+        }
+    }
 }

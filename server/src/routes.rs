@@ -344,6 +344,7 @@ fn trust_error(error: TrustStoreError) -> Response {
         TrustStoreError::NotFound(_) => StatusCode::NOT_FOUND,
         TrustStoreError::AlreadyTrusted(_) => StatusCode::CONFLICT,
         TrustStoreError::UnknownType(_)
+        | TrustStoreError::Ambiguous(_)
         | TrustStoreError::BadRestriction
         | TrustStoreError::BadProjectName { .. } => StatusCode::BAD_REQUEST,
         TrustStoreError::Database { .. } | TrustStoreError::Interrupted(_) => {

@@ -15,6 +15,17 @@ use crate::trust::store::{CertificateType, NewCertificate, TrustStore, TrustedCe
 pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()> {
     let socket = state_dir.join("unix.socket");
     let daemon = admin_client::daemon_running(&socket).await;
+    // Said after success (an error stays one line): which store this command used, so
+    // a mistyped --state-dir is noticed, and what a user should know about the input.
+    let mut notes = vec![if daemon {
+        format!("through the daemon at {}", socket.display())
+    } else {
+        format!(
+            "no daemon answers on {}; used the trust store {} directly",
+            socket.display(),
+            state_dir.join("trust.db").display()
+        )
+    }];
     match command {
         TrustCommand::Add {
             file,
@@ -30,10 +41,17 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
             let parsed =
                 certificate::parse(&contents).map_err(|e| anyhow!("{}: {e}", file.display()))?;
             let fingerprint = parsed.fingerprint.clone();
+            if !crate::auth::currently_valid(&parsed.der) {
+                notes.push(format!(
+                    "warning: {} is not valid now (expired or not yet valid): it is \
+                     trusted, but refused until its validity period covers the time",
+                    file.display()
+                ));
+            }
             if daemon {
                 let body = serde_json::json!({
                     "type": kind.as_str(),
-                    "name": name,
+                    "name": name.as_deref().unwrap_or_default(),
                     "certificate": base64::engine::general_purpose::STANDARD.encode(&parsed.der),
                     "restricted": restricted,
                     "projects": projects,
@@ -46,7 +64,7 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
                 store.add(NewCertificate {
                     certificate: parsed,
                     kind,
-                    name: name.clone(),
+                    name: name.clone().unwrap_or_default(),
                     restricted: *restricted,
                     projects,
                 })?;
@@ -65,13 +83,17 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
             print_list(&list, *format)?;
         }
         TrustCommand::Remove { fingerprint } => {
+            let wanted = certificate_reference(fingerprint)?;
             if daemon {
-                let path = format!("/1.0/certificates/{}", url_segment(fingerprint));
+                let path = format!("/1.0/certificates/{wanted}");
                 expect_ok(admin_client::request(&socket, "DELETE", &path, None).await?)?;
             } else {
                 open_store(state_dir)?.remove(fingerprint)?;
             }
         }
+    }
+    for note in notes {
+        eprintln!("lxmetrics: {note}");
     }
     Ok(())
 }
@@ -97,10 +119,17 @@ pub async fn query(path: &str, state_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The trust store of `state_dir`, which must exist: the CLI never creates a state
+/// directory (a mistyped `--state-dir` would get an empty store no daemon reads).
 fn open_store(state_dir: &Path) -> anyhow::Result<TrustStore> {
+    if !state_dir.is_dir() {
+        bail!(
+            "state directory {} does not exist: pass the daemon's --state-dir, or start \
+             `lxmetrics daemon` once to create it",
+            state_dir.display()
+        );
+    }
     crate::state_dir::check_private(state_dir)?;
-    crate::state_dir::ensure(state_dir)
-        .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     Ok(TrustStore::open(&state_dir.join("trust.db"))?)
 }
 
@@ -111,12 +140,18 @@ fn expect_ok(response: AdminResponse) -> anyhow::Result<AdminResponse> {
     Ok(response)
 }
 
-/// Fingerprints are hex; anything else is refused rather than escaped.
-fn url_segment(fingerprint: &str) -> String {
-    fingerprint
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect()
+/// A certificate as `trust remove` names it: its fingerprint (a unique prefix is
+/// enough) or its name. It goes into a URL path as it is, so other characters are
+/// refused, never dropped or escaped.
+fn certificate_reference(given: &str) -> anyhow::Result<&str> {
+    let fits = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if given.is_empty() || !given.chars().all(fits) {
+        bail!(
+            "\"{given}\" is neither a fingerprint (hex, a unique prefix is enough: see \
+             `lxmetrics trust list`) nor a certificate name (letters, digits, '.', '_', '-')"
+        );
+    }
+    Ok(given)
 }
 
 fn print_list(list: &[TrustedCertificate], format: ListFormat) -> anyhow::Result<()> {

@@ -139,6 +139,8 @@ pub struct Daemon {
     pub state_dir: tempfile::TempDir,
     /// A certificate trusted as `client` before the daemon started.
     pub client_cert: ClientCert,
+    /// What the daemon printed on stdout up to its last listener line.
+    pub startup_output: Vec<String>,
     stderr: mpsc::Receiver<String>,
 }
 
@@ -199,27 +201,32 @@ impl Daemon {
                 }
             }
         });
-        // Lines like "lxmetrics listening on https://127.0.0.1:4321 (core.https_address)",
-        // then "... on unix:PATH" last.
+        // Lines like "lxmetrics listening on https://127.0.0.1:4321 (core.https_address,
+        // from command line)", then "... on unix:PATH" last.
         let (line_tx, line_rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let _ = line_tx.send(rest.to_owned());
-                }
+                let _ = line_tx.send(line);
             }
         });
         let (mut url, mut metrics_url) = (None, None);
+        let mut startup_output = Vec::new();
         loop {
-            match line_rx.recv_timeout(Duration::from_secs(20)) {
-                Ok(rest) if rest.starts_with("unix:") => break,
-                Ok(rest) => {
+            let line = line_rx.recv_timeout(Duration::from_secs(20));
+            if let Ok(line) = &line {
+                startup_output.push(line.clone());
+            }
+            let listening = line.map(|l| l.split("listening on ").nth(1).map(str::to_owned));
+            match listening {
+                Ok(None) => continue,
+                Ok(Some(rest)) if rest.starts_with("unix:") => break,
+                Ok(Some(rest)) => {
                     let address = rest
                         .split_whitespace()
                         .next()
                         .unwrap_or_default()
                         .to_owned();
-                    if rest.contains("(core.metrics_address)") {
+                    if rest.contains("(core.metrics_address") {
                         metrics_url = Some(address);
                     } else {
                         url = Some(address);
@@ -242,6 +249,7 @@ impl Daemon {
             metrics_url,
             state_dir,
             client_cert,
+            startup_output,
             stderr: err_rx,
         }
     }

@@ -100,8 +100,11 @@ pub enum TrustStoreError {
     #[error("certificate {0} is already trusted")]
     AlreadyTrusted(String),
     /// Removing or showing a certificate that is not trusted.
-    #[error("no trusted certificate with fingerprint {0}")]
+    #[error("no trusted certificate has the fingerprint (or prefix) or name \"{0}\"")]
     NotFound(String),
+    /// A fingerprint prefix or name that fits several certificates.
+    #[error("\"{0}\" fits several trusted certificates: give more of the fingerprint")]
+    Ambiguous(String),
     /// A type other than client or metrics.
     #[error("unknown certificate type \"{0}\" (use client or metrics)")]
     UnknownType(String),
@@ -361,9 +364,10 @@ impl TrustStore {
         Ok(record)
     }
 
-    /// Removes a certificate (a unique fingerprint prefix is enough, as in LXD).
-    pub fn remove(&self, fingerprint: &str) -> Result<TrustedCertificate, TrustStoreError> {
-        let found = self.find(fingerprint)?;
+    /// Removes a certificate, given by fingerprint (a unique prefix is enough) or name, as
+    /// in LXD.
+    pub fn remove(&self, wanted: &str) -> Result<TrustedCertificate, TrustStoreError> {
+        let found = self.find(wanted)?;
         {
             let connection = self.connection.lock().unwrap_or_else(|p| p.into_inner());
             connection
@@ -377,17 +381,21 @@ impl TrustStore {
         Ok(found)
     }
 
-    /// The certificate whose fingerprint is or starts with `fingerprint`.
-    pub fn find(&self, fingerprint: &str) -> Result<TrustedCertificate, TrustStoreError> {
-        let wanted = fingerprint.to_ascii_lowercase();
-        let matches: Vec<TrustedCertificate> = self
+    /// The certificate whose fingerprint is or starts with `wanted`, or whose name is
+    /// `wanted` (as LXD takes either).
+    pub fn find(&self, wanted: &str) -> Result<TrustedCertificate, TrustStoreError> {
+        let prefix = wanted.to_ascii_lowercase();
+        let mut matches: Vec<TrustedCertificate> = self
             .read_all()?
             .into_iter()
-            .filter(|c| !wanted.is_empty() && c.fingerprint.starts_with(&wanted))
+            .filter(|c| {
+                !wanted.is_empty() && (c.fingerprint.starts_with(&prefix) || c.name == wanted)
+            })
             .collect();
         match matches.len() {
-            1 => Ok(matches.into_iter().next().expect("one match")),
-            _ => Err(TrustStoreError::NotFound(fingerprint.to_owned())),
+            1 => Ok(matches.remove(0)),
+            0 => Err(TrustStoreError::NotFound(wanted.to_owned())),
+            _ => Err(TrustStoreError::Ambiguous(wanted.to_owned())),
         }
     }
 }
