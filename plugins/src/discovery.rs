@@ -38,6 +38,8 @@ struct Rule {
     lxd_project_prefix: bool,
     /// Literal characters: the more, the more specific the rule.
     specificity: usize,
+    /// Which `[[instances.source]]` entry it comes from (index in the configuration).
+    source: usize,
 }
 
 fn compile(pattern: &str, kind: InstanceType, project: &str, lxd: bool) -> Rule {
@@ -79,6 +81,7 @@ fn compile(pattern: &str, kind: InstanceType, project: &str, lxd: bool) -> Rule 
         project: project.to_owned(),
         lxd_project_prefix: lxd,
         specificity,
+        source: 0,
     }
 }
 
@@ -200,7 +203,20 @@ impl CgroupDiscovery {
     fn rules(sources: &[InstanceSource]) -> Vec<Rule> {
         sources
             .iter()
-            .flat_map(|s| match (s.preset, &s.pattern) {
+            .enumerate()
+            .flat_map(|(index, s)| {
+                let mut rules = Self::source_rules(s);
+                for rule in &mut rules {
+                    rule.source = index;
+                }
+                rules
+            })
+            .collect()
+    }
+
+    fn source_rules(s: &InstanceSource) -> Vec<Rule> {
+        {
+            match (s.preset, &s.pattern) {
                 (Some(preset), _) => preset_rules(preset),
                 (None, Some(pattern)) => vec![compile(
                     pattern,
@@ -209,8 +225,8 @@ impl CgroupDiscovery {
                     false,
                 )],
                 (None, None) => Vec::new(),
-            })
-            .collect()
+            }
+        }
     }
 
     /// Whether LXD or Incus runs here: only they forbid `_` in project and instance
@@ -222,11 +238,34 @@ impl CgroupDiscovery {
 
     /// Walks the tree under `cgroup_root`'s discovery hierarchy (blocking).
     pub fn discover_blocking(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
+        Ok(self
+            .discover_with_sources(host)?
+            .into_iter()
+            .map(|(instance, _)| instance)
+            .collect())
+    }
+
+    /// How many running instances each `[[instances.source]]` entry finds now, in
+    /// configuration order (for the start-up output).
+    pub fn instances_per_source(&self, host: &HostPaths) -> Result<Vec<usize>, DiscoveryError> {
+        let sources = self.rules.iter().map(|r| r.source + 1).max().unwrap_or(0);
+        let mut counts = vec![0; sources];
+        for (_, source) in self.discover_with_sources(host)? {
+            counts[source] += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The instances, each with the index of the source entry whose rule matched it.
+    fn discover_with_sources(
+        &self,
+        host: &HostPaths,
+    ) -> Result<Vec<(Instance, usize)>, DiscoveryError> {
         let layout =
             Layout::detect(&host.cgroup_root).map_err(|e| DiscoveryError(e.to_string()))?;
         let root = layout.discovery_root();
         let lxd_host = self.lxd_host();
-        let mut found: Vec<(usize, Instance)> = Vec::new();
+        let mut found: Vec<(usize, usize, Instance)> = Vec::new();
         let mut reader = FileReader::new();
         for rule in &self.rules {
             let mut matches = Vec::new();
@@ -258,6 +297,7 @@ impl CgroupDiscovery {
                 };
                 found.push((
                     rule.specificity,
+                    rule.source,
                     Instance {
                         name,
                         project,
@@ -269,11 +309,11 @@ impl CgroupDiscovery {
             }
         }
         // A cgroup matched by several rules belongs to the most specific one.
-        found.sort_by_key(|(specificity, _)| std::cmp::Reverse(*specificity));
+        found.sort_by_key(|(specificity, _, _)| std::cmp::Reverse(*specificity));
         let mut cgroups = HashSet::new();
         let mut names: HashMap<(String, String), String> = HashMap::new();
         let mut instances = Vec::with_capacity(found.len());
-        for (_, instance) in found {
+        for (_, source, instance) in found {
             if !cgroups.insert(instance.cgroup.clone()) {
                 continue;
             }
@@ -283,9 +323,9 @@ impl CgroupDiscovery {
                 continue;
             }
             names.insert(key, instance.cgroup.clone());
-            instances.push(instance);
+            instances.push((instance, source));
         }
-        instances.sort_by(|a, b| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
+        instances.sort_by(|(a, _), (b, _)| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         Ok(instances)
     }
 }

@@ -8,12 +8,15 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use lxmetrics_core::cache::MetricsCache;
+use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress, LoadedConfig};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::MetricsService;
 use tokio::sync::watch;
+
+use lxmetrics_plugins::CgroupDiscovery;
 
 use crate::cli::DaemonArgs;
 use crate::listener::HttpListener;
@@ -151,10 +154,10 @@ pub async fn run(
         collectors = %collectors.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(","),
         "collectors enabled"
     );
-    let discovery = discovery(config);
-    print_instance_sources(config, discovery.as_ref(), &host).await;
+    let discovery = CgroupDiscovery::new(&config.instances);
+    print_instance_sources(config, &discovery, &host);
     let engine = RefreshEngine::new(
-        discovery,
+        Arc::new(discovery),
         collectors,
         host,
         config.metrics.collector_timeout,
@@ -405,19 +408,10 @@ impl Signals {
     }
 }
 
-/// Instance discovery from the cgroup tree, by the `[[instances.source]]` rules.
-fn discovery(config: &Config) -> Arc<dyn lxmetrics_core::discovery::Discovery> {
-    Arc::new(lxmetrics_plugins::CgroupDiscovery::new(&config.instances))
-}
-
-/// Prints the instance sources in use and what discovery finds now, so a host where
-/// nothing matches is noticed at start rather than from an empty graph.
-async fn print_instance_sources(
-    config: &Config,
-    discovery: &dyn lxmetrics_core::discovery::Discovery,
-    host: &lxmetrics_core::collector::HostPaths,
-) {
-    let sources: Vec<String> = config
+/// Prints the instance sources in use and how many running instances each finds now,
+/// so a host where nothing matches is noticed at start rather than from an empty graph.
+fn print_instance_sources(config: &Config, discovery: &CgroupDiscovery, host: &HostPaths) {
+    let labels = config
         .instances
         .source
         .iter()
@@ -428,34 +422,21 @@ async fn print_instance_sources(
                 .unwrap_or_default(),
             (None, Some(pattern)) => format!("pattern {pattern}"),
             (None, None) => "none".to_owned(),
-        })
-        .collect();
-    match discovery.discover(host).await {
-        Ok(found) => {
-            let mut per_project: std::collections::BTreeMap<&str, usize> = Default::default();
-            for instance in &found {
-                *per_project.entry(instance.project.as_str()).or_default() += 1;
-            }
-            let projects: Vec<String> = per_project
-                .iter()
-                .map(|(p, n)| format!("{p}: {n}"))
+        });
+    match discovery.instances_per_source(host) {
+        Ok(counts) => {
+            let total: usize = counts.iter().sum();
+            let per_source: Vec<String> = labels
+                .zip(counts.iter().copied().chain(std::iter::repeat(0)))
+                .map(|(label, n)| format!("{label}: {n}"))
                 .collect();
             println!(
-                "lxmetrics instances: {} running ({}) from cgroups under {} (sources: {})",
-                found.len(),
-                if projects.is_empty() {
-                    "none".to_owned()
-                } else {
-                    projects.join(", ")
-                },
+                "lxmetrics instances: {total} running under {} ({})",
                 host.cgroup_root.display(),
-                sources.join(", ")
+                per_source.join(", ")
             );
         }
-        Err(e) => println!(
-            "lxmetrics instances: discovery failed ({e}); sources: {}",
-            sources.join(", ")
-        ),
+        Err(e) => println!("lxmetrics instances: discovery failed: {e}"),
     }
 }
 

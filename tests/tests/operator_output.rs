@@ -30,7 +30,8 @@ fn start_up_says_where_everything_came_from() {
     let expect = |needle: String| assert!(out.contains(&needle), "`{needle}` not in:\n{out}");
     expect(format!("lxmetrics configuration: {}", config.display()));
     expect(format!("lxmetrics state directory: {}", dir.display()));
-    expect("lxmetrics instances: 5 running (default: 4, prod: 1)".to_owned());
+    expect("lxmetrics instances: 5 running under".to_owned());
+    expect("(lxc: 3, docker: 1, podman: 0, systemd-nspawn: 0, libvirt: 1)".to_owned());
     expect("(core.https_address, from command line)".to_owned());
     expect(format!("(core.metrics_address, from {})", config.display()));
 }
