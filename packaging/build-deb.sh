@@ -21,7 +21,7 @@ trap 'rm -rf "$stage"' EXIT
 install -D -s -m 0755 "$binary" "$stage/usr/bin/lxmetrics"
 install -D -m 0644 "$top/packaging/lxmetrics.service" "$stage/lib/systemd/system/lxmetrics.service"
 install -D -m 0644 "$top/examples/config.toml" "$stage/etc/lxmetrics/config.toml"
-for doc in "$top"/README.md "$top"/docs/*.md "$top"/examples/prometheus.yml "$top"/examples/grafana-dashboard.json; do
+for doc in "$top"/README.md "$top"/docs/*.md "$top"/examples/prometheus.yml "$top"/examples/grafana-dashboard.json "$top"/examples/prometheus-rules/lxmetrics.rules.yml; do
   install -D -m 0644 "$doc" "$stage/usr/share/doc/lxmetrics/$(basename "$doc")"
 done
 mkdir -p "$stage/DEBIAN"

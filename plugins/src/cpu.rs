@@ -4,13 +4,19 @@
 //! v1 gives per-CPU user and system time in `cpuacct.usage_all` (falling back to
 //! `cpuacct.stat`, in clock ticks, without a per-CPU split); v2 gives totals in
 //! `cpu.stat`. Without a per-CPU split the totals are reported as `cpu="0"`, as LXD does.
+//!
+//! Saturation, from the `cpu` controller: the CFS quota in cores (`lxd_cpu_limit_cores`,
+//! v1 `cpu.cfs_quota_us / cpu.cfs_period_us`, v2 `cpu.max`; absent when unlimited) and
+//! throttling (`lxd_cpu_periods_total`, `lxd_cpu_throttled_periods_total`,
+//! `lxd_cpu_throttled_seconds_total` from `cpu.stat`: `throttled_time` ns on v1,
+//! `throttled_usec` on v2). A file the host does not have leaves its series out.
 
 use lxmetrics_core::collector::Collection;
 use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
-use crate::cgroupfs::{parse, Controller, Hierarchy, ReadError};
+use crate::cgroupfs::{optional, parse, Controller, Hierarchy, ReadError};
 use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
@@ -25,6 +31,22 @@ const SECONDS: MetricDesc = MetricDesc::counter(
 );
 const EFFECTIVE: MetricDesc =
     MetricDesc::gauge("cpu_effective_total", "The total number of effective CPUs.");
+const LIMIT: MetricDesc = MetricDesc::gauge(
+    "cpu_limit_cores",
+    "The CPU quota of the instance in cores (absent when unlimited).",
+);
+const PERIODS: MetricDesc = MetricDesc::counter(
+    "cpu_periods_total",
+    "The number of CPU bandwidth enforcement periods that elapsed.",
+);
+const THROTTLED_PERIODS: MetricDesc = MetricDesc::counter(
+    "cpu_throttled_periods_total",
+    "The number of enforcement periods in which the instance was throttled.",
+);
+const THROTTLED_SECONDS: MetricDesc = MetricDesc::counter(
+    "cpu_throttled_seconds_total",
+    "The total time the instance was throttled, in seconds.",
+);
 
 /// The collector: the reader below, run over every instance.
 pub type CpuCollector = PerInstanceCollector<CpuReader>;
@@ -38,6 +60,17 @@ pub struct CpuValues {
     /// (cpu, user seconds, system seconds).
     per_cpu: Vec<(u32, f64, f64)>,
     effective: u64,
+    /// The quota in cores; `None` when unlimited or unknown.
+    limit_cores: Option<f64>,
+    throttling: Option<Throttling>,
+}
+
+/// CFS bandwidth statistics of one instance.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Throttling {
+    periods: u64,
+    throttled_periods: u64,
+    throttled_seconds: f64,
 }
 
 /// The per-instance reader.
@@ -78,12 +111,22 @@ impl InstanceReader for CpuReader {
             None => Vec::new(),
         };
         let effective = effective_cpus(ctx, instance)?;
-        Ok(CpuValues { per_cpu, effective })
+        let (limit_cores, throttling) = bandwidth(ctx, instance)?;
+        Ok(CpuValues {
+            per_cpu,
+            effective,
+            limit_cores,
+            throttling,
+        })
     }
 
     fn emit(&self, values: Vec<(InstanceIndex, CpuValues)>, out: &mut Collection) {
         let mut seconds = Family::new(SECONDS, &["cpu", "mode"]);
         let mut effective = Family::new(EFFECTIVE, &[]);
+        let mut limit = Family::new(LIMIT, &[]);
+        let mut periods = Family::new(PERIODS, &[]);
+        let mut throttled_periods = Family::new(THROTTLED_PERIODS, &[]);
+        let mut throttled_seconds = Family::new(THROTTLED_SECONDS, &[]);
         let mut cpu_label = itoa::Buffer::new();
         for (index, v) in values {
             for (cpu, user, system) in v.per_cpu {
@@ -92,9 +135,21 @@ impl InstanceReader for CpuReader {
                 seconds.push(index, [cpu, "system"], system);
             }
             effective.push(index, [""; 0], v.effective as f64);
+            if let Some(cores) = v.limit_cores {
+                limit.push(index, [""; 0], cores);
+            }
+            if let Some(t) = v.throttling {
+                periods.push(index, [""; 0], t.periods as f64);
+                throttled_periods.push(index, [""; 0], t.throttled_periods as f64);
+                throttled_seconds.push(index, [""; 0], t.throttled_seconds);
+            }
         }
         out.push(seconds);
         out.push(effective);
+        out.push(limit);
+        out.push(periods);
+        out.push(throttled_periods);
+        out.push(throttled_seconds);
     }
 }
 
@@ -120,6 +175,92 @@ fn user_system(
     }
 }
 
+/// The quota in cores and the throttling statistics from the `cpu` controller; each
+/// `None` when the host has no such file (a malformed one is an error).
+fn bandwidth(
+    ctx: &mut ReadContext<'_>,
+    instance: &Instance,
+) -> Result<(Option<f64>, Option<Throttling>), ReadError> {
+    match ctx.layout.hierarchy(Controller::Cpu) {
+        Some(Hierarchy::V1(root)) => {
+            let dir = root.join(&instance.cgroup);
+            let quota = optional(ctx.files.parse(&dir.join("cpu.cfs_quota_us"), signed))?;
+            let period = optional(
+                ctx.files
+                    .parse(&dir.join("cpu.cfs_period_us"), parse::single_value),
+            )?;
+            let limit = match (quota, period) {
+                (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
+                _ => None,
+            };
+            let stat = optional(ctx.files.parse(&dir.join("cpu.stat"), |t| {
+                throttling(t, "throttled_time", 1e9)
+            }))?
+            .flatten();
+            Ok((limit, stat))
+        }
+        Some(Hierarchy::V2(root)) => {
+            let dir = root.join(&instance.cgroup);
+            let limit = optional(ctx.files.parse(&dir.join("cpu.max"), cpu_max))?.flatten();
+            let stat = optional(ctx.files.parse(&dir.join("cpu.stat"), |t| {
+                throttling(t, "throttled_usec", 1e6)
+            }))?
+            .flatten();
+            Ok((limit, stat))
+        }
+        None => Ok((None, None)),
+    }
+}
+
+/// A file holding one signed integer (`cpu.cfs_quota_us` is -1 when unlimited).
+fn signed(text: &str) -> Result<i64, parse::ParseError> {
+    text.trim().parse().map_err(|_| parse::ParseError {
+        line: 1,
+        message: format!("not an integer: {:?}", text.trim()),
+    })
+}
+
+/// v2 `cpu.max`: `<quota> <period>` in µs, quota `max` when unlimited.
+fn cpu_max(text: &str) -> Result<Option<f64>, parse::ParseError> {
+    let bad = || parse::ParseError {
+        line: 1,
+        message: format!("expected \"<quota|max> <period>\", got {:?}", text.trim()),
+    };
+    let mut words = text.split_whitespace();
+    let (quota, period) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
+    let period: u64 = period.parse().map_err(|_| bad())?;
+    if quota == "max" {
+        return Ok(None);
+    }
+    let quota: u64 = quota.parse().map_err(|_| bad())?;
+    Ok((period > 0).then(|| quota as f64 / period as f64))
+}
+
+/// `nr_periods`, `nr_throttled` and the throttled time (`time_key`, in units of
+/// 1/`per_second`) from a `cpu.stat`; `None` when the kernel does not count them (v2
+/// without the cpu controller enabled).
+fn throttling(
+    text: &str,
+    time_key: &str,
+    per_second: f64,
+) -> Result<Option<Throttling>, parse::ParseError> {
+    let (mut periods, mut throttled, mut time) = (None, None, None);
+    parse::flat_keyed(text, |k, v| match k {
+        "nr_periods" => periods = Some(v),
+        "nr_throttled" => throttled = Some(v),
+        k if k == time_key => time = Some(v),
+        _ => {}
+    })?;
+    Ok(match (periods, throttled, time) {
+        (Some(periods), Some(throttled_periods), Some(time)) => Some(Throttling {
+            periods,
+            throttled_periods,
+            throttled_seconds: time as f64 / per_second,
+        }),
+        _ => None,
+    })
+}
+
 /// Effective CPUs from cpuset; when the cgroup has no cpuset files (v2 without the
 /// controller enabled), every online CPU is effective.
 fn effective_cpus(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64, ReadError> {
@@ -139,4 +280,39 @@ fn effective_cpus(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64,
         }
     }
     ctx.online_cpus()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quotas_and_throttling_parse_on_v1_and_v2() {
+        assert_eq!(cpu_max("max 100000\n").unwrap(), None);
+        assert_eq!(cpu_max("20000 100000\n").unwrap(), Some(0.2));
+        assert!(cpu_max("fast\n").is_err());
+        assert_eq!(signed("-1\n").unwrap(), -1);
+        let v1 = "nr_periods 100\nnr_throttled 30\nthrottled_time 1500000000\n";
+        assert_eq!(
+            throttling(v1, "throttled_time", 1e9).unwrap(),
+            Some(Throttling {
+                periods: 100,
+                throttled_periods: 30,
+                throttled_seconds: 1.5
+            })
+        );
+        let v2 = "usage_usec 1\nnr_periods 7\nnr_throttled 2\nthrottled_usec 250000\n";
+        assert_eq!(
+            throttling(v2, "throttled_usec", 1e6)
+                .unwrap()
+                .unwrap()
+                .throttled_seconds,
+            0.25
+        );
+        // v2 without the cpu controller: only usage, no throttling series.
+        assert_eq!(
+            throttling("usage_usec 5\n", "throttled_usec", 1e6).unwrap(),
+            None
+        );
+    }
 }

@@ -26,6 +26,39 @@ pub fn meminfo_total(text: &str) -> Result<u64, ParseError> {
     })
 }
 
+/// `btime` from `/proc/stat`: when the host booted, in seconds since the epoch.
+pub fn boot_time(text: &str) -> Result<u64, ParseError> {
+    for (i, line) in text.lines().enumerate() {
+        if let Some(rest) = line.strip_prefix("btime ") {
+            return parse_u64(rest.trim(), i + 1);
+        }
+    }
+    Err(ParseError {
+        line: 0,
+        message: "no btime line".into(),
+    })
+}
+
+/// Field 22 of `/proc/<pid>/stat`, `starttime`: when the process started, in clock
+/// ticks after boot. Fields are counted after the command name, which may hold spaces
+/// and parentheses, so after its last `)`.
+pub fn process_start_ticks(text: &str) -> Result<u64, ParseError> {
+    let bad = |message: &str| ParseError {
+        line: 1,
+        message: message.into(),
+    };
+    let after_name = text
+        .rfind(')')
+        .map(|i| &text[i + 1..])
+        .ok_or_else(|| bad("no command name"))?;
+    // After the name: state is field 3, so starttime (22) is the 20th word.
+    let word = after_name
+        .split_whitespace()
+        .nth(19)
+        .ok_or_else(|| bad("fewer than 22 fields"))?;
+    parse_u64(word, 1)
+}
+
 /// `DEVNAME` from a `/sys/dev/block/MAJ:MIN/uevent` file.
 pub fn uevent_devname(text: &str) -> Option<&str> {
     text.lines()
@@ -228,5 +261,24 @@ mod mountinfo_tests {
         assert!(mountinfo_root("22 1 8:1 / / rw ext4 /dev/sda1\n").is_err());
         assert!(mountinfo_root("30 22 0:26 / /proc rw - proc proc rw\n").is_err());
         assert!(mountinfo_root("1 2 - x\n").is_err());
+    }
+}
+
+#[cfg(test)]
+mod boot_time_tests {
+    use super::*;
+
+    #[test]
+    fn boot_time_and_process_start() {
+        assert_eq!(
+            boot_time("cpu 1 2 3\nbtime 1764570000\nprocesses 5\n").unwrap(),
+            1_764_570_000
+        );
+        assert!(boot_time("cpu 1\n").is_err());
+        // A command name with spaces and a parenthesis does not shift the fields.
+        let stat = "4242 (my (odd) init) S 1 4242 4242 0 -1 4194560 100 0 0 0 5 3 0 0 20 0 1 0 \
+                    987654 1234567 89 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+        assert_eq!(process_start_ticks(stat).unwrap(), 987_654);
+        assert!(process_start_ticks("4242 (x) S 1 2\n").is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod link_speed;
 pub mod memory;
 pub mod network;
 pub mod per_instance;
+pub mod pressure;
 pub mod problem_log;
 pub mod processes;
 pub mod prom_text;

@@ -4,13 +4,17 @@
 //! the cgroup's limit, or the host's `MemTotal` when unlimited (or above it);
 //! `MemFree = MemTotal - usage`; `MemAvailable = MemFree + Inactive_file`. `Swap` is
 //! present where the kernel accounts swap for the cgroup.
+//!
+//! `lxd_memory_events_total{event}` counts how often the instance hit its memory
+//! boundaries: v2 `memory.events` (`low`, `high`, `max`, `oom`, `oom_kill`), v1
+//! `memory.failcnt` as `event="max"`.
 
 use lxmetrics_core::collector::Collection;
 use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
-use crate::cgroupfs::{parse, Controller, Hierarchy, ReadError};
+use crate::cgroupfs::{optional, parse, Controller, Hierarchy, ReadError};
 use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
@@ -59,6 +63,13 @@ const OOM_KILLS: MetricDesc = MetricDesc::counter(
     "memory_OOM_kills_total",
     "The number of out of memory kills.",
 );
+const EVENTS: MetricDesc = MetricDesc::counter(
+    "memory_events_total",
+    "The number of times the instance reached a memory boundary, by event.",
+);
+
+/// The v2 `memory.events` keys served, in order.
+const EVENT_KEYS: [&str; 5] = ["low", "high", "max", "oom", "oom_kill"];
 
 /// The collector: the reader below, run over every instance.
 pub type MemoryCollector = PerInstanceCollector<MemoryReader>;
@@ -72,6 +83,8 @@ pub struct MemoryValues {
     /// (LXD key, bytes); absent keys are left out.
     keys: Vec<(&'static str, u64)>,
     oom_kills: Option<u64>,
+    /// (event, count) of the events the host counts.
+    events: Vec<(&'static str, u64)>,
 }
 
 /// The per-instance reader.
@@ -97,6 +110,7 @@ impl InstanceReader for MemoryReader {
             return Ok(MemoryValues {
                 keys: Vec::new(),
                 oom_kills: None,
+                events: Vec::new(),
             });
         };
         let v1 = matches!(hierarchy, Hierarchy::V1(_));
@@ -146,23 +160,51 @@ impl InstanceReader for MemoryReader {
         }
 
         // Kernels before 4.13 have no oom_kill line: the series is then absent.
-        let events = if v1 {
-            "memory.oom_control"
+        let (oom_kills, events) = if v1 {
+            let oom_kills = optional(ctx.files.parse(&dir.join("memory.oom_control"), |t| {
+                parse::flat_keyed_get(t, "oom_kill")
+            }))?
+            .flatten();
+            let failcnt = optional(
+                ctx.files
+                    .parse(&dir.join("memory.failcnt"), parse::single_value),
+            )?;
+            (
+                oom_kills,
+                failcnt.map(|n| vec![("max", n)]).unwrap_or_default(),
+            )
         } else {
-            "memory.events"
+            let events = optional(ctx.files.parse(&dir.join("memory.events"), |t| {
+                let mut found = Vec::with_capacity(EVENT_KEYS.len());
+                parse::flat_keyed(t, |k, v| {
+                    if let Some(key) = EVENT_KEYS.iter().find(|e| **e == k) {
+                        found.push((*key, v));
+                    }
+                })?;
+                Ok(found)
+            }))?
+            .unwrap_or_default();
+            let oom_kills = events
+                .iter()
+                .find(|(k, _)| *k == "oom_kill")
+                .map(|(_, v)| *v);
+            (oom_kills, events)
         };
-        let oom_kills = optional(
-            ctx.files
-                .parse(&dir.join(events), |t| parse::flat_keyed_get(t, "oom_kill")),
-        )?
-        .flatten();
-        Ok(MemoryValues { keys, oom_kills })
+        Ok(MemoryValues {
+            keys,
+            oom_kills,
+            events,
+        })
     }
 
     fn emit(&self, values: Vec<(InstanceIndex, MemoryValues)>, out: &mut Collection) {
         let mut families: Vec<Family> = Vec::new();
         let mut oom = Family::new(OOM_KILLS, &[]);
+        let mut events = Family::new(EVENTS, &["event"]);
         for (index, v) in values {
+            for (event, count) in &v.events {
+                events.push(index, [*event], *count as f64);
+            }
             for (key, value) in v.keys {
                 let family = match families
                     .iter_mut()
@@ -185,6 +227,7 @@ impl InstanceReader for MemoryReader {
             out.push(f);
         }
         out.push(oom);
+        out.push(events);
     }
 }
 
@@ -198,15 +241,6 @@ fn key_desc(key: &str) -> MetricDesc {
         help: format!("The amount of {key} memory in bytes.").into(),
         kind: MetricKind::Gauge,
         namespace: Namespace::Prefixed,
-    }
-}
-
-/// A file that may legitimately not exist (older kernels, swap accounting off).
-fn optional<T>(result: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
-    match result {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_not_found() => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

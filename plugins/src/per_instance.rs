@@ -38,6 +38,7 @@ pub struct ReadContext<'a> {
     pub files: FileReader,
     host_memory: Option<u64>,
     online_cpus: Option<u64>,
+    boot_time: Option<u64>,
 }
 
 impl ReadContext<'_> {
@@ -49,6 +50,17 @@ impl ReadContext<'_> {
         let path = self.host.proc_root.join("meminfo");
         let v = self.files.parse(&path, crate::hostfs::meminfo_total)?;
         self.host_memory = Some(v);
+        Ok(v)
+    }
+
+    /// When the host booted (`btime` of `/proc/stat`), read once per refresh.
+    pub fn boot_time(&mut self) -> Result<u64, ReadError> {
+        if let Some(v) = self.boot_time {
+            return Ok(v);
+        }
+        let path = self.host.proc_root.join("stat");
+        let v = self.files.parse(&path, crate::hostfs::boot_time)?;
+        self.boot_time = Some(v);
         Ok(v)
     }
 
@@ -91,6 +103,7 @@ pub fn collect_blocking<R: InstanceReader>(
         files: FileReader::new(),
         host_memory: None,
         online_cpus: None,
+        boot_time: None,
     };
     let mut out = Collection::new();
     let mut values = Vec::with_capacity(instances.len());

@@ -1,5 +1,7 @@
 //! `processes`: `lxd_procs_total` from `pids.current`, or by counting `cgroup.procs` in
-//! the instance's cgroup and its descendants when the pids controller is absent.
+//! the instance's cgroup and its descendants when the pids controller is absent; and
+//! `lxd_boot_time_seconds`, when the instance started (its init process's `starttime`
+//! in `/proc/<pid>/stat` after the host's `btime`), as Incus' `incus_boot_time_seconds`.
 
 use std::path::Path;
 
@@ -8,7 +10,7 @@ use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
-use crate::cgroupfs::{parse, Controller, FileReader, ReadError};
+use crate::cgroupfs::{optional, parse, Controller, FileReader, ReadError};
 use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
@@ -18,6 +20,10 @@ lxmetrics_core::register_collector!(
 );
 
 const PROCS: MetricDesc = MetricDesc::gauge("procs_total", "The number of running processes.");
+const BOOT_TIME: MetricDesc = MetricDesc::gauge(
+    "boot_time_seconds",
+    "When the instance started, in seconds since the epoch.",
+);
 
 /// Cgroup depth the fallback count descends to.
 const MAX_DEPTH: usize = 16;
@@ -33,29 +39,61 @@ fn build(_: &BuildContext<'_>) -> Result<ProcessesCollector, BuildError> {
 pub struct ProcessesReader;
 
 impl InstanceReader for ProcessesReader {
-    type Values = u64;
+    /// The process count, and the boot time when it could be read.
+    type Values = (u64, Option<f64>);
 
-    fn read(&self, ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64, ReadError> {
-        if let Some(h) = ctx.layout.hierarchy(Controller::Pids) {
-            match ctx.files.parse(
-                &h.dir(&instance.cgroup).join("pids.current"),
-                parse::single_value,
-            ) {
-                Err(e) if e.is_not_found() => {}
-                other => return other,
+    fn read(
+        &self,
+        ctx: &mut ReadContext<'_>,
+        instance: &Instance,
+    ) -> Result<Self::Values, ReadError> {
+        let count = procs(ctx, instance)?;
+        Ok((count, boot_time(ctx, instance)?))
+    }
+
+    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
+        let mut procs = Family::new(PROCS, &[]);
+        let mut boot = Family::new(BOOT_TIME, &[]);
+        for (index, (count, booted)) in values {
+            procs.push(index, [""; 0], count as f64);
+            if let Some(booted) = booted {
+                boot.push(index, [""; 0], booted);
             }
         }
-        let dir = ctx.layout.discovery_root().join(&instance.cgroup);
-        count_procs(&dir, &mut ctx.files, MAX_DEPTH)
-    }
-
-    fn emit(&self, values: Vec<(InstanceIndex, u64)>, out: &mut Collection) {
-        let mut procs = Family::new(PROCS, &[]);
-        for (index, count) in values {
-            procs.push(index, [""; 0], count as f64);
-        }
         out.push(procs);
+        out.push(boot);
     }
+}
+
+fn procs(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64, ReadError> {
+    if let Some(h) = ctx.layout.hierarchy(Controller::Pids) {
+        match ctx.files.parse(
+            &h.dir(&instance.cgroup).join("pids.current"),
+            parse::single_value,
+        ) {
+            Err(e) if e.is_not_found() => {}
+            other => return other,
+        }
+    }
+    let dir = ctx.layout.discovery_root().join(&instance.cgroup);
+    count_procs(&dir, &mut ctx.files, MAX_DEPTH)
+}
+
+/// When the instance's init process started: absent when the host or the process does
+/// not say (no `btime`, the process gone, a fixture without `/proc/<pid>/stat`).
+fn boot_time(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<Option<f64>, ReadError> {
+    let Some(pid) = instance.pid else {
+        return Ok(None);
+    };
+    let Some(booted) = optional(ctx.boot_time())? else {
+        return Ok(None);
+    };
+    let stat = ctx.host.proc_root.join(pid.to_string()).join("stat");
+    let Some(ticks) = optional(ctx.files.parse(&stat, crate::hostfs::process_start_ticks))? else {
+        return Ok(None);
+    };
+    let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
+    Ok(Some(booted as f64 + ticks as f64 / per_second))
 }
 
 fn count_procs(dir: &Path, files: &mut FileReader, depth: usize) -> Result<u64, ReadError> {

@@ -490,6 +490,29 @@ pub fn fixture_state_dir(layout: &str, extra: &str) -> tempfile::TempDir {
     state
 }
 
+/// The `lxd_*` metric names that PromQL expressions (or any text holding them) use,
+/// sorted and without repeats.
+pub fn metric_names_in<'a>(texts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let mut names: Vec<String> = texts
+        .into_iter()
+        .flat_map(|e| {
+            e.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+                .filter(|t| t.starts_with("lxd_"))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Whether a metrics body has a series of family `name`.
+pub fn emits(body: &str, name: &str) -> bool {
+    body.lines()
+        .any(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+}
+
 /// The distinct `project` label values of a metrics body's series, sorted.
 pub fn projects_in(body: &str) -> Vec<String> {
     let mut projects: Vec<String> = body

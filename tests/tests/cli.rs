@@ -158,6 +158,7 @@ fn collectors_command_lists_a_table() {
         "filesystem",
         "memory",
         "network",
+        "pressure",
         "processes",
     ] {
         let row = stdout

@@ -17,16 +17,19 @@ pub enum Controller {
     Pids,
     /// Block I/O (`blkio` in v1, `io` in v2).
     Blkio,
+    /// CPU bandwidth: the CFS quota and throttling (`cpu` in v1 and v2).
+    Cpu,
 }
 
 impl Controller {
     /// Every controller, in the order tried for discovery.
-    pub const ALL: [Controller; 5] = [
+    pub const ALL: [Controller; 6] = [
         Controller::Pids,
         Controller::Memory,
         Controller::Cpuacct,
         Controller::Cpuset,
         Controller::Blkio,
+        Controller::Cpu,
     ];
 
     /// Directory names a v1 mount of this controller may have under the cgroup root.
@@ -37,6 +40,7 @@ impl Controller {
             Controller::Memory => &["memory"],
             Controller::Pids => &["pids"],
             Controller::Blkio => &["blkio"],
+            Controller::Cpu => &["cpu", "cpu,cpuacct", "cpuacct,cpu"],
         }
     }
 }
@@ -110,6 +114,12 @@ impl Layout {
             .find(|(c, _)| *c == controller)
             .map(|(_, p)| Hierarchy::V1(p.clone()))
             .or_else(|| self.v2.clone().map(Hierarchy::V2))
+    }
+
+    /// The v2 hierarchy, when there is one (v2 hosts, and `unified/` on hybrid hosts):
+    /// where pressure (PSI) files are, whatever the v1 controllers.
+    pub fn unified(&self) -> Option<&Path> {
+        self.v2.as_deref()
     }
 
     /// The hierarchy discovery walks: the first v1 controller mount (where LXC, Docker

@@ -1,0 +1,74 @@
+//! The shipped rules (`examples/prometheus-rules/`): `promtool check rules` accepts them,
+//! `promtool test rules` runs a firing and a quiet case for every alert, and every metric
+//! they use is one the daemon emits.
+
+use std::process::Command;
+
+use lxmetrics_tests::{
+    emits, fixture_state_dir, metric_names_in, require_program, workspace_root, Daemon,
+};
+
+fn promtool(args: &[&str]) -> String {
+    let promtool = require_program("promtool", "prometheus");
+    let out = Command::new(promtool)
+        .args(args)
+        .current_dir(workspace_root().join("examples/prometheus-rules"))
+        .output()
+        .expect("run promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn promtool_checks_the_rules_and_runs_their_unit_tests() {
+    let checked = promtool(&["check", "rules", "lxmetrics.rules.yml"]);
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let tested = promtool(&["test", "rules", "lxmetrics.rules.test.yml"]);
+    assert!(tested.contains("SUCCESS"), "{tested}");
+
+    // Every alert has a test in which it fires.
+    let rules = std::fs::read_to_string(
+        workspace_root().join("examples/prometheus-rules/lxmetrics.rules.yml"),
+    )
+    .unwrap();
+    let tests = std::fs::read_to_string(
+        workspace_root().join("examples/prometheus-rules/lxmetrics.rules.test.yml"),
+    )
+    .unwrap();
+    let alerts: Vec<&str> = rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .collect();
+    assert!(alerts.len() >= 7, "{alerts:?}");
+    for alert in alerts {
+        let tested = tests
+            .split("alertname: ")
+            .skip(1)
+            .any(|block| block.starts_with(alert) && block.contains("exp_labels"));
+        assert!(tested, "{alert} has no firing test");
+    }
+}
+
+#[tokio::test]
+async fn every_metric_the_rules_use_is_emitted() {
+    let rules = std::fs::read_to_string(
+        workspace_root().join("examples/prometheus-rules/lxmetrics.rules.yml"),
+    )
+    .unwrap();
+    let names = metric_names_in(rules.lines().filter(|l| !l.trim_start().starts_with('#')));
+    assert!(names.len() >= 10, "{names:?}");
+    let daemon = Daemon::start_in(fixture_state_dir("v2", ""), &[]);
+    let (status, body) = daemon.get("/1.0/metrics").await;
+    assert_eq!(status, 200);
+    for name in &names {
+        assert!(
+            emits(&body, name),
+            "the rules use {name}, which the daemon does not emit"
+        );
+    }
+}
