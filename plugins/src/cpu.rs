@@ -201,7 +201,7 @@ fn bandwidth(
         }
         Some(Hierarchy::V2(root)) => {
             let dir = root.join(&instance.cgroup);
-            let limit = optional(ctx.files.parse(&dir.join("cpu.max"), cpu_max))?.flatten();
+            let limit = optional(ctx.files.parse(&dir.join("cpu.max"), parse::cpu_max))?.flatten();
             let stat = optional(ctx.files.parse(&dir.join("cpu.stat"), |t| {
                 throttling(t, "throttled_usec", 1e6)
             }))?
@@ -218,22 +218,6 @@ fn signed(text: &str) -> Result<i64, parse::ParseError> {
         line: 1,
         message: format!("not an integer: {:?}", text.trim()),
     })
-}
-
-/// v2 `cpu.max`: `<quota> <period>` in µs, quota `max` when unlimited.
-fn cpu_max(text: &str) -> Result<Option<f64>, parse::ParseError> {
-    let bad = || parse::ParseError {
-        line: 1,
-        message: format!("expected \"<quota|max> <period>\", got {:?}", text.trim()),
-    };
-    let mut words = text.split_whitespace();
-    let (quota, period) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
-    let period: u64 = period.parse().map_err(|_| bad())?;
-    if quota == "max" {
-        return Ok(None);
-    }
-    let quota: u64 = quota.parse().map_err(|_| bad())?;
-    Ok((period > 0).then(|| quota as f64 / period as f64))
 }
 
 /// `nr_periods`, `nr_throttled` and the throttled time (`time_key`, in units of
@@ -288,9 +272,9 @@ mod tests {
 
     #[test]
     fn quotas_and_throttling_parse_on_v1_and_v2() {
-        assert_eq!(cpu_max("max 100000\n").unwrap(), None);
-        assert_eq!(cpu_max("20000 100000\n").unwrap(), Some(0.2));
-        assert!(cpu_max("fast\n").is_err());
+        assert_eq!(parse::cpu_max("max 100000\n").unwrap(), None);
+        assert_eq!(parse::cpu_max("20000 100000\n").unwrap(), Some(0.2));
+        assert!(parse::cpu_max("fast\n").is_err());
         assert_eq!(signed("-1\n").unwrap(), -1);
         let v1 = "nr_periods 100\nnr_throttled 30\nthrottled_time 1500000000\n";
         assert_eq!(

@@ -19,7 +19,7 @@ use lxmetrics_core::instance::{Instance, InstanceIndex};
 use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
-use crate::cgroupfs::{optional, parse::ParseError, ReadError};
+use crate::cgroupfs::{optional, parse, ReadError};
 use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
 
 lxmetrics_core::register_collector!(
@@ -106,7 +106,8 @@ impl InstanceReader for PressureReader {
         };
         let dir = unified.join(&instance.cgroup);
         for file in ["cpu.pressure", "memory.pressure", "io.pressure"] {
-            let Some(totals) = optional(ctx.files.parse(&dir.join(file), totals))? else {
+            let Some(totals) = optional(ctx.files.parse(&dir.join(file), parse::pressure_totals))?
+            else {
                 continue;
             };
             for (slot, (_, f, line)) in values.iter_mut().zip(&FAMILIES) {
@@ -140,31 +141,6 @@ impl InstanceReader for PressureReader {
     }
 }
 
-/// The `total=` of the `some` and `full` lines, in µs:
-/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=12345`.
-fn totals(text: &str) -> Result<(Option<u64>, Option<u64>), ParseError> {
-    let (mut some, mut full) = (None, None);
-    for (n, line) in text.lines().enumerate() {
-        let mut words = line.split_whitespace();
-        let slot = match words.next() {
-            Some("some") => &mut some,
-            Some("full") => &mut full,
-            Some(_) | None => continue,
-        };
-        let total = words
-            .find_map(|w| w.strip_prefix("total="))
-            .ok_or_else(|| ParseError {
-                line: n + 1,
-                message: "no total=".into(),
-            })?;
-        *slot = Some(total.parse().map_err(|_| ParseError {
-            line: n + 1,
-            message: format!("total={total} is not a number"),
-        })?);
-    }
-    Ok((some, full))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,10 +149,16 @@ mod tests {
     fn some_and_full_totals_are_read() {
         let text = "some avg10=1.93 avg60=3.86 avg300=5.08 total=398835484\n\
                     full avg10=0.00 avg60=0.00 avg300=0.00 total=17\n";
-        assert_eq!(totals(text).unwrap(), (Some(398_835_484), Some(17)));
+        assert_eq!(
+            parse::pressure_totals(text).unwrap(),
+            (Some(398_835_484), Some(17))
+        );
         // Older kernels have no full line for cpu.
-        assert_eq!(totals("some avg10=0 total=5\n").unwrap(), (Some(5), None));
-        assert!(totals("some avg10=0 total=x\n").is_err());
-        assert!(totals("full avg10=0\n").is_err());
+        assert_eq!(
+            parse::pressure_totals("some avg10=0 total=5\n").unwrap(),
+            (Some(5), None)
+        );
+        assert!(parse::pressure_totals("some avg10=0 total=x\n").is_err());
+        assert!(parse::pressure_totals("full avg10=0\n").is_err());
     }
 }

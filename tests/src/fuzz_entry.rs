@@ -40,6 +40,8 @@ pub fn run(name: &str, data: &[u8]) {
             let _ = parse::single_value(text);
             let _ = parse::limit_value(text);
             let _ = parse::parse_u64(text, 1);
+            let _ = parse::pressure_totals(text);
+            let _ = parse::cpu_max(text);
         }
         "cpuacct" => {
             let _ = parse::cpuacct_usage_all(text);
@@ -68,6 +70,8 @@ pub fn run(name: &str, data: &[u8]) {
         "uevent" => {
             let _ = hostfs::uevent_devname(text);
             let _ = hostfs::meminfo_total(text);
+            let _ = hostfs::boot_time(text);
+            let _ = hostfs::process_start_ticks(text);
         }
         "accept" => {
             let _ = negotiate::format_from_accept(Some(text));

@@ -298,6 +298,47 @@ pub fn cpu_list_len(text: &str) -> Result<u64, ParseError> {
     Ok(count)
 }
 
+/// The `total=` of the `some` and `full` lines, in µs:
+/// `some avg10=0.00 avg60=0.00 avg300=0.00 total=12345`.
+pub fn pressure_totals(text: &str) -> Result<(Option<u64>, Option<u64>), ParseError> {
+    let (mut some, mut full) = (None, None);
+    for (n, line) in text.lines().enumerate() {
+        let mut words = line.split_whitespace();
+        let slot = match words.next() {
+            Some("some") => &mut some,
+            Some("full") => &mut full,
+            Some(_) | None => continue,
+        };
+        let total = words
+            .find_map(|w| w.strip_prefix("total="))
+            .ok_or_else(|| ParseError {
+                line: n + 1,
+                message: "no total=".into(),
+            })?;
+        *slot = Some(total.parse().map_err(|_| ParseError {
+            line: n + 1,
+            message: format!("total={total} is not a number"),
+        })?);
+    }
+    Ok((some, full))
+}
+
+/// v2 `cpu.max`: `<quota> <period>` in µs, quota `max` when unlimited.
+pub fn cpu_max(text: &str) -> Result<Option<f64>, ParseError> {
+    let bad = || ParseError {
+        line: 1,
+        message: format!("expected \"<quota|max> <period>\", got {:?}", text.trim()),
+    };
+    let mut words = text.split_whitespace();
+    let (quota, period) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
+    let period: u64 = period.parse().map_err(|_| bad())?;
+    if quota == "max" {
+        return Ok(None);
+    }
+    let quota: u64 = quota.parse().map_err(|_| bad())?;
+    Ok((period > 0).then(|| quota as f64 / period as f64))
+}
+
 /// The pids in `cgroup.procs` / `tasks`, one per line.
 pub fn pid_list(text: &str) -> Result<Vec<u32>, ParseError> {
     text.lines()

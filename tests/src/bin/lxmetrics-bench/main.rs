@@ -92,7 +92,7 @@ fn files_read(host: &HostPaths, instances: &[lxmetrics_core::instance::Instance]
                 .join(rel)
         }
     };
-    let mut files = vec![host.proc_root.join("meminfo")];
+    let mut files = vec![host.proc_root.join("meminfo"), host.proc_root.join("stat")];
     for i in instances {
         let rel = &i.cgroup;
         let pid = i.pid.expect("running instance has a pid").to_string();
@@ -108,6 +108,10 @@ fn files_read(host: &HostPaths, instances: &[lxmetrics_core::instance::Instance]
                 "memory.swap.current",
                 "pids.current",
                 "io.stat",
+                "cpu.max",
+                "cpu.pressure",
+                "memory.pressure",
+                "io.pressure",
             ]
             .iter()
             .map(|f| root.join(rel).join(f))
@@ -125,8 +129,16 @@ fn files_read(host: &HostPaths, instances: &[lxmetrics_core::instance::Instance]
                 dir("pids", rel).join("pids.current"),
                 dir("blkio", rel).join("blkio.throttle.io_service_bytes_recursive"),
                 dir("blkio", rel).join("blkio.throttle.io_serviced_recursive"),
+                dir("memory", rel).join("memory.failcnt"),
+                dir("cpu", rel).join("cpu.cfs_quota_us"),
+                dir("cpu", rel).join("cpu.cfs_period_us"),
+                dir("cpu", rel).join("cpu.stat"),
+                root.join("unified").join(rel).join("cpu.pressure"),
+                root.join("unified").join(rel).join("memory.pressure"),
+                root.join("unified").join(rel).join("io.pressure"),
             ]
         };
+        candidates.push(host.proc_root.join(&pid).join("stat"));
         candidates.push(host.proc_root.join(&pid).join("net/dev"));
         candidates.push(host.proc_root.join(&pid).join("mountinfo"));
         files.extend(candidates.into_iter().filter(|p| p.exists()));
