@@ -94,3 +94,31 @@ async fn a_failing_collector_is_logged_once_and_its_recovery_once() {
     assert_eq!(status, 200);
     wait_for_stderr(&daemon, &mut seen, "collector recovered");
 }
+
+#[tokio::test]
+async fn a_refused_certificate_is_logged_at_debug_with_the_reason() {
+    let daemon = Daemon::start_in(
+        fixture_state_dir("v2", ""),
+        &["--log-level", "info,lxmetrics_server=debug"],
+    );
+    let expired = lxmetrics_tests::ClientCert::generate_valid("old.local", -3, -1);
+    daemon.trust_with(&expired, "old", &["--type=metrics", "--name", "old-cert"]);
+    let stranger = lxmetrics_tests::ClientCert::generate("stranger.local");
+    for cert in [&expired, &stranger] {
+        let status = daemon
+            .client_with(Some(cert))
+            .get(format!("{}/1.0/metrics", daemon.url))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 403);
+    }
+    let mut seen = Vec::new();
+    wait_for_stderr(&daemon, &mut seen, "outside its validity period");
+    wait_for_stderr(&daemon, &mut seen, "certificate not trusted");
+    assert!(
+        seen.iter().any(|l| l.contains("old-cert")),
+        "the log names the trusted certificate: {seen:#?}"
+    );
+}
