@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod body;
 pub mod caller;
+mod change_watch;
 pub mod cli;
 pub mod daemon;
 pub mod fd_limit;

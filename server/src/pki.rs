@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use rustls_pki_types::pem::PemObject;
@@ -21,8 +21,6 @@ use webpki::{CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationLis
 const CA_FILE: &str = "server.ca";
 /// The revocation list in the state directory.
 const CRL_FILE: &str = "ca.crl";
-/// How often the files are checked for changes.
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A PKI mode configuration problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -171,32 +169,18 @@ impl PkiFiles {
         self.reload().map(|()| true)
     }
 
-    /// Watches the files until `stop` turns true, reloading on change and logging the
-    /// outcome once per change.
-    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut failed_stamp = None;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(WATCH_INTERVAL) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let files = self.clone();
-            let result = tokio::task::spawn_blocking(move || files.reload_if_changed()).await;
-            match result {
-                Ok(Ok(true)) => {
-                    failed_stamp = None;
-                    tracing::info!("PKI files changed: CA and revocation list reloaded");
-                }
-                Ok(Ok(false)) | Err(_) => {}
-                Ok(Err(e)) => {
-                    let now = Some(stamp(&self.state_dir));
-                    if failed_stamp != now {
-                        tracing::error!("{e}; the previous CA and revocation list stay in force");
-                        failed_stamp = now;
-                    }
-                }
-            }
-        }
+    /// Watches the files until `stop` turns true, reloading on change; a new file that
+    /// does not load is logged once and the previous CA and list stay in force.
+    pub async fn watch(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::change_watch::poll(
+            stop,
+            "PKI files changed: CA and revocation list reloaded",
+            move || {
+                self.reload_if_changed()
+                    .map_err(|e| format!("{e}; the previous CA and revocation list stay in force"))
+            },
+        )
+        .await
     }
 }
 

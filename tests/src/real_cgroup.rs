@@ -1,6 +1,7 @@
 //! Real cgroups for end-to-end tests, made with cgroups-rs: named as LXC names a
 //! container, in the controllers the built-in collectors read.
 
+use std::process::Child;
 use std::time::Duration;
 
 use cgroups_rs::fs::{hierarchies, Cgroup};
@@ -26,5 +27,28 @@ pub fn delete_cgroup(cgroup: &Cgroup) {
             return;
         }
         std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A test's process and real cgroup, killed and removed when dropped (also when an
+/// assertion fails).
+#[derive(Default)]
+pub struct CgroupWorkload {
+    /// The workload, once started.
+    pub child: Option<Child>,
+    /// Its cgroup, once created.
+    pub cgroup: Option<Cgroup>,
+}
+
+impl Drop for CgroupWorkload {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill();
+            delete_cgroup(cg);
+        }
     }
 }

@@ -8,31 +8,22 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
-use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, delete_cgroup};
+use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, CgroupWorkload};
 use lxmetrics_tests::{require_program, Daemon};
 
-/// Removes what the test created, whatever happens.
+/// Removes what the test created, whatever happens: the network namespace here, the
+/// workload and its cgroup when `workload` drops.
 struct Cleanup {
-    child: Option<Child>,
-    cgroup: Option<Cgroup>,
+    workload: CgroupWorkload,
     netns: String,
 }
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(cg) = &self.cgroup {
-            let _ = cg.kill();
-            delete_cgroup(cg);
-        }
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.netns])
             .status();
@@ -79,8 +70,7 @@ async fn real_cgroup_instance_is_measured() {
     );
     let name = format!("e2e{suffix}");
     let mut cleanup = Cleanup {
-        child: None,
-        cgroup: None,
+        workload: CgroupWorkload::default(),
         netns: format!("lxm-{suffix}"),
     };
 
@@ -142,7 +132,7 @@ async fn real_cgroup_instance_is_measured() {
     .expect("the kernel reports a veth speed");
 
     let cgroup = create_lxc_cgroup(&name);
-    cleanup.cgroup = Some(cgroup.clone());
+    cleanup.workload.cgroup = Some(cgroup.clone());
 
     // `sh` waits for a line, is moved into the cgroup, then execs the workload inside the
     // namespace, so every process of the workload starts in the cgroup.
@@ -162,7 +152,7 @@ async fn real_cgroup_instance_is_measured() {
         .expect("move the workload into the cgroup");
     let mut stdin: ChildStdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    cleanup.child = Some(child);
+    cleanup.workload.child = Some(child);
     writeln!(stdin, "go").unwrap();
     assert_eq!(read_line(&mut lines), "ready");
 

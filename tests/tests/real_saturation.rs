@@ -5,31 +5,12 @@
 //! Needs root and a writable cgroup hierarchy.
 
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
-use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, delete_cgroup};
+use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, CgroupWorkload};
 use lxmetrics_tests::{sample_value, Daemon};
-
-struct Cleanup {
-    child: Option<Child>,
-    cgroup: Option<Cgroup>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if let Some(cg) = &self.cgroup {
-            let _ = cg.kill();
-            delete_cgroup(cg);
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_cpu_quota_and_its_throttling_are_reported() {
@@ -51,7 +32,7 @@ async fn a_cpu_quota_and_its_throttling_are_reported() {
                 .unwrap()
                 .subsec_nanos()
     );
-    let mut cleanup = Cleanup {
+    let mut cleanup = CgroupWorkload {
         child: None,
         cgroup: Some(create_lxc_cgroup(&name)),
     };

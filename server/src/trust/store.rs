@@ -177,9 +177,6 @@ pub struct TrustStore {
     data_version: std::sync::atomic::AtomicI64,
 }
 
-/// How often a daemon looks for trust store changes made by another process.
-pub const EXTERNAL_CHANGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS certificates (
     fingerprint TEXT PRIMARY KEY NOT NULL,
@@ -229,7 +226,7 @@ impl TrustStore {
 
     /// Re-reads the database if another process committed since the last read, so a
     /// certificate removed by `lxmetrics trust remove` on the database itself stops
-    /// being trusted within [`EXTERNAL_CHANGE_INTERVAL`]. Returns whether it reloaded.
+    /// being trusted within a second. Returns whether it reloaded.
     pub fn reload_if_changed(&self) -> Result<bool, TrustStoreError> {
         let version = self.current_data_version()?;
         if version == self.data_version.load(std::sync::atomic::Ordering::Acquire) {
@@ -246,27 +243,16 @@ impl TrustStore {
     }
 
     /// Watches for changes made by other processes until `stop` turns true.
-    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut failing = false;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(EXTERNAL_CHANGE_INTERVAL) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            let store = self.clone();
-            match tokio::task::spawn_blocking(move || store.reload_if_changed()).await {
-                Ok(Ok(true)) => {
-                    failing = false;
-                    tracing::info!("trust store changed by another process: reloaded");
-                }
-                Ok(Ok(false)) => failing = false,
-                Ok(Err(e)) if !failing => {
-                    failing = true;
-                    tracing::error!("cannot check the trust store for changes: {e}");
-                }
-                Ok(Err(_)) | Err(_) => {}
-            }
-        }
+    pub async fn watch(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        crate::change_watch::poll(
+            stop,
+            "trust store changed by another process: reloaded",
+            move || {
+                self.reload_if_changed()
+                    .map_err(|e| format!("cannot check the trust store for changes: {e}"))
+            },
+        )
+        .await
     }
 
     /// Re-reads the database into a new snapshot (after another process changed it).
