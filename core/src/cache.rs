@@ -53,7 +53,8 @@ impl MetricsCache {
     }
 
     /// The most recent completed snapshot, if any, without refreshing.
-    pub fn latest(&self) -> Option<Arc<Snapshot>> {
+    #[cfg(test)]
+    pub(crate) fn latest(&self) -> Option<Arc<Snapshot>> {
         let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         state.latest.as_ref().map(|(s, _)| s.clone())
     }

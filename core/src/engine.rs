@@ -114,11 +114,6 @@ impl RefreshEngine {
         self.refreshes.load(Ordering::Relaxed)
     }
 
-    /// Names of the collectors this engine runs.
-    pub fn collector_names(&self) -> impl Iterator<Item = &'static str> + '_ {
-        self.slots.iter().map(|s| s.name)
-    }
-
     /// Runs one refresh. Never fails: every problem becomes a collector status.
     pub async fn refresh(&self) -> Snapshot {
         self.refreshes.fetch_add(1, Ordering::Relaxed);
@@ -282,7 +277,7 @@ async fn finish(
 
 /// The slow-refresh warning, when `elapsed` is over `limit`: which collector took longest
 /// and, when it measured it, which instance.
-pub fn slow_report(
+pub(crate) fn slow_report(
     statuses: &[CollectorStatus],
     elapsed: Duration,
     limit: Duration,

@@ -53,7 +53,8 @@ impl ScrapeBody {
     }
 
     /// The whole body in one buffer (copies; for callers that need contiguous bytes).
-    pub fn to_bytes(&self) -> Bytes {
+    #[cfg(test)]
+    pub(crate) fn to_bytes(&self) -> Bytes {
         match self.parts.as_slice() {
             [one] => one.clone(),
             parts => Bytes::from(parts.concat()),

@@ -110,7 +110,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     /// An empty snapshot (before the first refresh, and in tests).
-    pub fn empty() -> Self {
+    #[cfg(test)]
+    pub(crate) fn empty() -> Self {
         SnapshotBuilder::new(Arc::from(Vec::new())).finish()
     }
 

@@ -83,22 +83,21 @@ impl InstanceReader for CpuReader {
         let per_cpu = match ctx.layout.hierarchy(Controller::Cpuacct) {
             Some(Hierarchy::V1(root)) => {
                 let dir = root.join(&instance.cgroup);
-                match ctx
+                let usage_all = ctx
                     .files
-                    .parse(&dir.join("cpuacct.usage_all"), parse::cpuacct_usage_all)
-                {
-                    Ok(usage) => usage
+                    .parse(&dir.join("cpuacct.usage_all"), parse::cpuacct_usage_all);
+                match optional(usage_all)? {
+                    Some(usage) => usage
                         .iter()
                         .map(|u| (u.cpu, u.user_ns as f64 / 1e9, u.system_ns as f64 / 1e9))
                         .collect(),
-                    Err(e) if e.is_not_found() => {
+                    None => {
                         let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
                         let (user, system) = ctx.files.parse(&dir.join("cpuacct.stat"), |t| {
                             user_system(t, "user", "system")
                         })?;
                         vec![(0, user as f64 / ticks, system as f64 / ticks)]
                     }
-                    Err(e) => return Err(e),
                 }
             }
             Some(Hierarchy::V2(root)) => {
@@ -258,9 +257,8 @@ fn effective_cpus(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64,
         None => None,
     };
     if let Some(path) = path {
-        match ctx.files.parse(&path, parse::cpu_list_len) {
-            Err(e) if e.is_not_found() => {}
-            other => return other,
+        if let Some(cpus) = optional(ctx.files.parse(&path, parse::cpu_list_len))? {
+            return Ok(cpus);
         }
     }
     ctx.online_cpus()

@@ -13,7 +13,7 @@ use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::registry::{BuildContext, BuildError};
 
 use crate::cgroupfs::parse::{self, DeviceIo, DeviceNumber};
-use crate::cgroupfs::{Controller, Hierarchy, ReadError};
+use crate::cgroupfs::{optional, Controller, Hierarchy, ReadError};
 use crate::hostfs;
 use crate::per_instance::{self, InstanceReader, ReadContext};
 
@@ -151,11 +151,12 @@ fn read_throttle(
     dir: &std::path::Path,
     file: &str,
 ) -> Result<Vec<(DeviceNumber, u64, u64)>, ReadError> {
-    match ctx.files.parse(
+    let recursive = ctx.files.parse(
         &dir.join(format!("{file}_recursive")),
         parse::blkio_throttle,
-    ) {
-        Err(e) if e.is_not_found() => ctx.files.parse(&dir.join(file), parse::blkio_throttle),
-        other => other,
+    );
+    match optional(recursive)? {
+        Some(counters) => Ok(counters),
+        None => ctx.files.parse(&dir.join(file), parse::blkio_throttle),
     }
 }

@@ -90,7 +90,7 @@ pub async fn collect<R: InstanceReader>(
 }
 
 /// The same, on the calling thread (tests, benchmarks).
-pub fn collect_blocking<R: InstanceReader>(
+fn collect_blocking<R: InstanceReader>(
     reader: &R,
     instances: &[Instance],
     host: &HostPaths,

@@ -67,12 +67,12 @@ impl InstanceReader for ProcessesReader {
 
 fn procs(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64, ReadError> {
     if let Some(h) = ctx.layout.hierarchy(Controller::Pids) {
-        match ctx.files.parse(
+        let current = ctx.files.parse(
             &h.dir(&instance.cgroup).join("pids.current"),
             parse::single_value,
-        ) {
-            Err(e) if e.is_not_found() => {}
-            other => return other,
+        );
+        if let Some(count) = optional(current)? {
+            return Ok(count);
         }
     }
     let dir = ctx.layout.discovery_root().join(&instance.cgroup);

@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, Metadata};
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -412,12 +411,10 @@ fn read_textfile(path: &Path, limit: (u64, &str)) -> Result<(String, Metadata), 
         ));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read: {e}"))?;
-    if bytes.len() as u64 > max {
-        return Err(format!("over what {setting} leaves ({max})"));
-    }
+    crate::cgroupfs::read_capped(file, max, &mut bytes).map_err(|e| match e.kind() {
+        std::io::ErrorKind::InvalidData => format!("over what {setting} leaves ({max})"),
+        _ => format!("cannot read: {e}"),
+    })?;
     String::from_utf8(bytes)
         .map_err(|_| "not UTF-8".to_owned())
         .map(|text| (text, metadata))

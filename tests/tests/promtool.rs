@@ -257,7 +257,7 @@ async fn lxd_shaped_output_passes_promtool_except_documented_rules() {
         })
         .await
         .unwrap();
-    let body = String::from_utf8(response.body.to_bytes().to_vec()).unwrap();
+    let body = String::from_utf8(response.body.into_parts().concat()).unwrap();
     assert!(
         body.contains("lxd_memory_MemAvailable_bytes{"),
         "fixture covers camelCase keys"

@@ -102,7 +102,8 @@ impl GzipPrefix {
 }
 
 /// Compresses `data` into one gzip stream (for bodies with no cached part).
-pub fn gzip(data: &[u8]) -> Vec<u8> {
+#[cfg(test)]
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     GzipPrefix::new(&[]).finish_with(data)
 }
 

@@ -130,13 +130,4 @@ impl Layout {
             None => self.v2.clone().unwrap_or_default(),
         }
     }
-
-    /// A short name for logs and tests: `v1`, `v2` or `hybrid`.
-    pub fn kind(&self) -> &'static str {
-        match (self.v1.is_empty(), self.v2.is_some()) {
-            (true, _) => "v2",
-            (false, false) => "v1",
-            (false, true) => "hybrid",
-        }
-    }
 }

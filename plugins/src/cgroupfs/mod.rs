@@ -58,7 +58,21 @@ const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// allocation once the buffer has grown).
 #[derive(Debug, Default)]
 pub struct FileReader {
-    buffer: String,
+    buffer: Vec<u8>,
+}
+
+/// Reads all of `source` into `into` (cleared first), refusing more than `max` bytes
+/// with `InvalidData`: the one bounded read for files whose size is not ours to choose.
+pub(crate) fn read_capped(source: impl Read, max: u64, into: &mut Vec<u8>) -> io::Result<()> {
+    into.clear();
+    source.take(max + 1).read_to_end(into)?;
+    if into.len() as u64 > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        ));
+    }
+    Ok(())
 }
 
 impl FileReader {
@@ -69,19 +83,11 @@ impl FileReader {
 
     /// The file's text, valid until the next read.
     pub fn read(&mut self, path: &Path) -> Result<&str, ReadError> {
-        self.buffer.clear();
-        let file = std::fs::File::open(path).map_err(|e| ReadError::Io(path.to_owned(), e))?;
-        let mut limited = file.take(MAX_FILE_BYTES + 1);
-        limited
-            .read_to_string(&mut self.buffer)
-            .map_err(|e| ReadError::Io(path.to_owned(), e))?;
-        if self.buffer.len() as u64 > MAX_FILE_BYTES {
-            return Err(ReadError::Io(
-                path.to_owned(),
-                io::Error::new(io::ErrorKind::InvalidData, "file larger than 4 MiB"),
-            ));
-        }
-        Ok(&self.buffer)
+        let io_error = |e| ReadError::Io(path.to_owned(), e);
+        let file = std::fs::File::open(path).map_err(io_error)?;
+        read_capped(file, MAX_FILE_BYTES, &mut self.buffer).map_err(io_error)?;
+        std::str::from_utf8(&self.buffer)
+            .map_err(|_| io_error(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8")))
     }
 
     /// Reads and parses a file.
