@@ -22,6 +22,7 @@ use crate::cli::DaemonArgs;
 use crate::listener::HttpListener;
 use crate::pki::PkiFiles;
 use crate::routes::{routes, AppState, ListenerScope};
+use crate::state_dir::StateDir;
 use crate::tls::config as tls_config;
 use crate::tls::server_cert;
 use crate::trust::store::TrustStore;
@@ -40,7 +41,7 @@ fn config_file_among(state_dir: &Path, explicit: Option<&Path>, system: &Path) -
     match explicit {
         Some(path) => ConfigFile::Required(path.to_owned()),
         None => {
-            let candidates = [state_dir.join("config.toml"), system.to_owned()];
+            let candidates = [StateDir(state_dir).config(), system.to_owned()];
             let found = candidates.iter().find(|p| p.is_file());
             ConfigFile::Optional(found.unwrap_or(&candidates[0]).clone())
         }
@@ -112,19 +113,20 @@ pub async fn run(
         .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
     let identity = server_cert::load_or_generate(state_dir)?;
     let trust = Arc::new(
-        TrustStore::open(&state_dir.join("trust.db"))
+        TrustStore::open(&StateDir(state_dir).trust_db())
             .with_context(|| "cannot open the trust store".to_owned())?,
     );
     let tls = tls_config::server_config(&identity).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => anyhow::anyhow!(
-            "{dir}/server.crt and {dir}/server.key do not belong together (the key is not \
-             the certificate's): put back the matching pair, or move both away to have a \
-             new pair generated (clients then need the new server.crt)",
-            dir = state_dir.display()
+            "{} and {} do not belong together (the key is not the certificate's): put \
+             back the matching pair, or move both away to have a new pair generated \
+             (clients then need the new certificate)",
+            StateDir(state_dir).server_cert().display(),
+            StateDir(state_dir).server_key().display()
         ),
         other => anyhow::anyhow!(
-            "TLS configuration of {}/server.crt: {other}",
-            state_dir.display()
+            "TLS configuration of {}: {other}",
+            StateDir(state_dir).server_cert().display()
         ),
     })?;
     let pki = match config.core.trust_ca_certificates {
@@ -135,8 +137,8 @@ pub async fn run(
         Some(file) => println!("lxmetrics configuration: {}", file.display()),
         None => println!(
             "lxmetrics configuration: no file (defaults, environment and flags; \
-             looked for {}/config.toml and {SYSTEM_CONFIG})",
-            state_dir.display()
+             looked for {} and {SYSTEM_CONFIG})",
+            StateDir(state_dir).config().display()
         ),
     }
     println!("lxmetrics state directory: {}", state_dir.display());
@@ -213,7 +215,7 @@ pub async fn run(
         )),
         None => None,
     };
-    let socket = state_dir.join("unix.socket");
+    let socket = StateDir(state_dir).socket();
     let unix = start(
         HttpListener::bind_unix(
             &socket,

@@ -17,10 +17,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use webpki::{CertRevocationList, EndEntityCert, KeyUsage, OwnedCertRevocationList};
 
-/// The CA file in the state directory.
-const CA_FILE: &str = "server.ca";
-/// The revocation list in the state directory.
-const CRL_FILE: &str = "ca.crl";
+use crate::state_dir::StateDir;
 
 /// A PKI mode configuration problem, naming the file.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +44,7 @@ pub struct Pki {
 impl Pki {
     /// Loads `server.ca` (and `ca.crl` if present) from `state_dir`.
     pub fn load(state_dir: &Path) -> Result<Pki, PkiError> {
-        let ca_path = state_dir.join(CA_FILE);
+        let ca_path = StateDir(state_dir).ca();
         if !ca_path.exists() {
             return Err(PkiError::MissingCa(ca_path));
         }
@@ -59,7 +56,7 @@ impl Pki {
             .map_err(|e| invalid(&ca_path, e.to_string()))?;
         webpki::anchor_from_trusted_cert(&ca)
             .map_err(|e| invalid(&ca_path, format!("not a usable CA: {e}")))?;
-        let crl_path = state_dir.join(CRL_FILE);
+        let crl_path = StateDir(state_dir).crl();
         let crl = if crl_path.exists() {
             let der = CertificateRevocationListDer::from_pem_file(&crl_path)
                 .map_err(|e| invalid(&crl_path, e.to_string()))?;
@@ -185,9 +182,10 @@ impl PkiFiles {
 }
 
 fn stamp(state_dir: &Path) -> FilesStamp {
-    let one = |name: &str| {
-        let meta = std::fs::metadata(state_dir.join(name)).ok()?;
+    let one = |path: PathBuf| {
+        let meta = std::fs::metadata(path).ok()?;
         Some((meta.len(), meta.modified().ok()?))
     };
-    [one(CA_FILE), one(CRL_FILE)]
+    let files = StateDir(state_dir);
+    [one(files.ca()), one(files.crl())]
 }

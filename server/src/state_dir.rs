@@ -27,15 +27,52 @@ fn default_for(is_root: bool, xdg_data_home: Option<PathBuf>, home: Option<PathB
     }
 }
 
-/// Files of the state directory that decide who is trusted or how the daemon runs: each
-/// must be as private as the directory.
-const PRIVATE_FILES: [&str; 5] = [
-    "trust.db",
-    "server.key",
-    "config.toml",
-    "server.ca",
-    "ca.crl",
-];
+/// The files of a state directory, named in this one place.
+#[derive(Clone, Copy, Debug)]
+pub struct StateDir<'a>(pub &'a Path);
+
+impl StateDir<'_> {
+    /// The admin API's unix socket.
+    pub fn socket(self) -> PathBuf {
+        self.0.join("unix.socket")
+    }
+    /// The trust store (SQLite).
+    pub fn trust_db(self) -> PathBuf {
+        self.0.join("trust.db")
+    }
+    /// The server certificate (PEM).
+    pub fn server_cert(self) -> PathBuf {
+        self.0.join("server.crt")
+    }
+    /// The server certificate's private key (PEM, mode 0600).
+    pub fn server_key(self) -> PathBuf {
+        self.0.join("server.key")
+    }
+    /// The configuration file read when `--config` is not given.
+    pub fn config(self) -> PathBuf {
+        self.0.join("config.toml")
+    }
+    /// PKI mode's CA certificate.
+    pub fn ca(self) -> PathBuf {
+        self.0.join("server.ca")
+    }
+    /// PKI mode's revocation list.
+    pub fn crl(self) -> PathBuf {
+        self.0.join("ca.crl")
+    }
+
+    /// The files that decide who is trusted or how the daemon runs: each must be as
+    /// private as the directory.
+    fn private_files(self) -> [PathBuf; 5] {
+        [
+            self.trust_db(),
+            self.server_key(),
+            self.config(),
+            self.ca(),
+            self.crl(),
+        ]
+    }
+}
 
 /// A state directory (or a file in it) that another user could have written.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +116,8 @@ pub enum StateDirError {
 pub fn check_private(dir: &Path) -> Result<(), StateDirError> {
     let uid = rustix::process::geteuid().as_raw();
     check_one(dir, uid, true)?;
-    for name in PRIVATE_FILES {
-        check_one(&dir.join(name), uid, false)?;
+    for file in StateDir(dir).private_files() {
+        check_one(&file, uid, false)?;
     }
     Ok(())
 }

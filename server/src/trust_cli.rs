@@ -8,12 +8,13 @@ use base64::Engine;
 
 use crate::admin_client::{self, AdminResponse};
 use crate::cli::{ListFormat, TrustCommand};
+use crate::state_dir::StateDir;
 use crate::trust::certificate;
 use crate::trust::store::{CertificateType, NewCertificate, TrustStore, TrustedCertificate};
 
 /// Runs a trust subcommand.
 pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()> {
-    let socket = state_dir.join("unix.socket");
+    let socket = StateDir(state_dir).socket();
     let daemon = admin_client::daemon_running(&socket).await;
     // Said after success (an error stays one line): which store this command used, so
     // a mistyped --state-dir is noticed, and what a user should know about the input.
@@ -23,7 +24,7 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
         format!(
             "no daemon answers on {}; used the trust store {} directly",
             socket.display(),
-            state_dir.join("trust.db").display()
+            StateDir(state_dir).trust_db().display()
         )
     }];
     match command {
@@ -100,7 +101,7 @@ pub async fn run(command: &TrustCommand, state_dir: &Path) -> anyhow::Result<()>
 
 /// `lxmetrics query PATH`: prints the body; fails on an error status.
 pub async fn query(path: &str, state_dir: &Path) -> anyhow::Result<()> {
-    let socket = state_dir.join("unix.socket");
+    let socket = StateDir(state_dir).socket();
     if !path.starts_with('/') {
         bail!("{path}: the path must start with /");
     }
@@ -130,7 +131,7 @@ fn open_store(state_dir: &Path) -> anyhow::Result<TrustStore> {
         );
     }
     crate::state_dir::check_private(state_dir)?;
-    Ok(TrustStore::open(&state_dir.join("trust.db"))?)
+    Ok(TrustStore::open(&StateDir(state_dir).trust_db())?)
 }
 
 fn expect_ok(response: AdminResponse) -> anyhow::Result<AdminResponse> {

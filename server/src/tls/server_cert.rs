@@ -62,8 +62,8 @@ pub struct ServerIdentity {
 
 /// Loads `server.crt`/`server.key` from `dir`, generating them first if neither exists.
 pub fn load_or_generate(dir: &Path) -> Result<ServerIdentity, ServerCertError> {
-    let cert_path = dir.join("server.crt");
-    let key_path = dir.join("server.key");
+    let cert_path = crate::state_dir::StateDir(dir).server_cert();
+    let key_path = crate::state_dir::StateDir(dir).server_key();
     let generated = match (cert_path.exists(), key_path.exists()) {
         (true, true) => false,
         (false, false) => {
