@@ -148,10 +148,20 @@ impl MetricDesc {
     /// judged on this, so a bare `lxd_cpu_seconds_total` and a prefixed
     /// `cpu_seconds_total` are the same family.
     pub fn rendered_name(&self, prefix: &str) -> String {
-        match self.namespace {
-            Namespace::Prefixed if !prefix.is_empty() => format!("{prefix}_{}", self.name),
-            _ => self.name.to_string(),
+        let mut name = Vec::with_capacity(prefix.len() + 1 + self.name.len());
+        self.render_name_into(prefix, &mut name);
+        String::from_utf8(name).unwrap_or_default()
+    }
+
+    /// Writes [`MetricDesc::rendered_name`] into `out` (cleared first): the one place the
+    /// prefix is put in front of a name, for the text encoders and remote write alike.
+    pub fn render_name_into(&self, prefix: &str, out: &mut Vec<u8>) {
+        out.clear();
+        if self.namespace == Namespace::Prefixed && !prefix.is_empty() {
+            out.extend_from_slice(prefix.as_bytes());
+            out.push(b'_');
         }
+        out.extend_from_slice(self.name.as_bytes());
     }
 }
 

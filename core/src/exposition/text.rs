@@ -7,7 +7,7 @@
 //! own labels in declared order, so output is stable across scrapes. No timestamps.
 
 use crate::instance::{Instance, InstanceIndex};
-use crate::metric::{Family, MetricKind, Namespace, Sample};
+use crate::metric::{Family, MetricKind, Sample};
 
 use super::Format;
 
@@ -93,7 +93,7 @@ pub fn encode_families(ctx: &EncodeContext<'_>, families: &[Family], out: &mut V
         let Some(first) = visible.next() else {
             continue;
         };
-        full_name(ctx.prefix, family, &mut name);
+        family.desc.render_name_into(ctx.prefix, &mut name);
         write_header(ctx.format, family, &name, out);
         if !family.suffixes.is_empty() {
             encode_parts(ctx, family, &name, out);
@@ -128,15 +128,6 @@ pub fn finish(format: Format, out: &mut Vec<u8>) {
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
     }
-}
-
-fn full_name(prefix: &str, family: &Family, name: &mut Vec<u8>) {
-    name.clear();
-    if family.desc.namespace == Namespace::Prefixed && !prefix.is_empty() {
-        name.extend_from_slice(prefix.as_bytes());
-        name.push(b'_');
-    }
-    name.extend_from_slice(family.desc.name.as_bytes());
 }
 
 /// Writes `# HELP` and `# TYPE`. OpenMetrics names a counter family without `_total`.

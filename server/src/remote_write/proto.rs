@@ -6,7 +6,7 @@
 //! series, so the uncompressed buffer stays small at any fleet size.
 
 use lxmetrics_core::instance::Instance;
-use lxmetrics_core::metric::{Family, Namespace, Sample};
+use lxmetrics_core::metric::{Family, Sample};
 use prost::Message;
 
 /// Series per request, as Prometheus' own `max_samples_per_send` default.
@@ -74,12 +74,7 @@ pub fn encode_batches(context: &PushContext<'_>, families: &[&Family]) -> Vec<Ve
     let mut series = TimeSeries::default();
     let mut pool = Vec::new();
     for family in families {
-        let name = match family.desc.namespace {
-            Namespace::Prefixed if !context.prefix.is_empty() => {
-                format!("{}_{}", context.prefix, family.desc.name)
-            }
-            _ => family.desc.name.to_string(),
-        };
+        let name = family.desc.rendered_name(context.prefix);
         let mut suffixed = String::with_capacity(name.len() + 7);
         for (i, sample) in family.samples.iter().enumerate() {
             // A histogram's or summary's series each have their own name.
@@ -189,7 +184,7 @@ pub fn decode(body: &[u8]) -> Result<WriteRequest, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lxmetrics_core::metric::MetricDesc;
+    use lxmetrics_core::metric::{MetricDesc, Namespace};
 
     #[test]
     fn series_carry_sorted_labels_and_are_split_into_batches() {
