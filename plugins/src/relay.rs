@@ -130,9 +130,10 @@ impl RelayedFamilies {
             untyped,
         } in checked
         {
-            let index = match existing {
+            let (index, first_new) = match existing {
                 Some(index) => {
                     let merged = &mut self.families[index];
+                    let first_new = merged.samples.len();
                     merged.samples.extend(family.samples);
                     merged.suffixes.extend(family.suffixes);
                     if untyped {
@@ -144,17 +145,19 @@ impl RelayedFamilies {
                     if merged.desc.help != family.desc.help {
                         merged.desc.help = Cow::Borrowed(self.default_help);
                     }
-                    index
+                    (index, first_new)
                 }
                 None => {
                     self.by_name
                         .insert(family.desc.name.to_string(), self.families.len());
                     self.families.push(family);
-                    self.families.len() - 1
+                    (self.families.len() - 1, 0)
                 }
             };
+            // Only this source's samples are new: a family merged from many sources
+            // (every instance's app.prom) costs linear, not quadratic, time.
             let merged = &self.families[index];
-            for (i, sample) in merged.samples.iter().enumerate() {
+            for (i, sample) in merged.samples.iter().enumerate().skip(first_new) {
                 self.series.insert((
                     index,
                     sample.instance,
