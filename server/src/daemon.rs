@@ -95,7 +95,7 @@ pub fn overrides(args: &DaemonArgs) -> Vec<(&'static str, figment::value::Value)
 pub async fn run(
     loaded: LoadedConfig,
     state_dir: &Path,
-    reload: impl Fn() -> anyhow::Result<Config>,
+    reload: impl Fn() -> anyhow::Result<LoadedConfig>,
 ) -> anyhow::Result<()> {
     let config = &loaded.config;
     // Handlers first: a SIGHUP sent as soon as the listeners are announced must reload,
@@ -190,31 +190,16 @@ pub async fn run(
     )?
     .map(|writer| tokio::spawn(writer.run(pushing_stopped)));
 
-    let mut https = start(
-        bind_tls(
-            config.core.https_address,
-            "core.https_address",
-            &tls,
-            routes(state.clone(), ListenerScope::Full),
-            &telemetry,
-            &loaded.origin("core.https_address"),
-        )?,
-        Some(config.core.https_address),
-    );
-    let mut metrics = match config.core.metrics_address {
-        Some(addr) => Some(start(
-            bind_tls(
-                addr,
-                "core.metrics_address",
-                &tls,
-                routes(state.clone(), ListenerScope::MetricsOnly),
-                &telemetry,
-                &loaded.origin("core.metrics_address"),
-            )?,
-            Some(addr),
-        )),
-        None => None,
+    let mut listeners = Listeners {
+        tls,
+        state: state.clone(),
+        telemetry: telemetry.clone(),
+        https: None,
+        metrics: None,
     };
+    listeners
+        .reconcile(&config.core, &|key| loaded.origin(key), true)
+        .await?;
     let socket = StateDir(state_dir).socket();
     let unix = start(
         HttpListener::bind_unix(
@@ -248,14 +233,15 @@ pub async fn run(
                 // Re-read the configuration; re-bind listeners whose address changed. The
                 // new socket is bound before the old one stops, so a failed bind keeps
                 // the old listener serving.
-                let new = match reload() {
+                let reloaded = match reload() {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!("SIGHUP: configuration not reloaded: {e:#}");
                         continue;
                     }
                 };
-                let waiting: Vec<String> = config::changed_keys(&applied, &new)
+                let new = &reloaded.config;
+                let waiting: Vec<String> = config::changed_keys(&applied, new)
                     .into_iter()
                     .filter(|k| !RELOADED_KEYS.iter().any(|r| k.starts_with(r)))
                     .collect();
@@ -267,7 +253,7 @@ pub async fn run(
                     );
                 }
                 applied = Config {
-                    core: reloaded_core(&applied, &new),
+                    core: reloaded_core(&applied, new),
                     cluster: new.cluster.clone(),
                     ..applied
                 };
@@ -278,45 +264,9 @@ pub async fn run(
                     );
                     state.cluster.store(Arc::new(new.cluster.members.clone()));
                 }
-                if Some(new.core.https_address) != https.address {
-                    match bind_tls(
-                        new.core.https_address,
-                        "core.https_address",
-                        &tls,
-                        routes(state.clone(), ListenerScope::Full),
-                        &telemetry,
-                        "SIGHUP",
-                    ) {
-                        Ok(l) => {
-                            std::mem::replace(&mut https, start(l, Some(new.core.https_address)))
-                                .stop()
-                                .await
-                        }
-                        Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the old listener"),
-                    }
-                }
-                if new.core.metrics_address != metrics.as_ref().and_then(|m| m.address) {
-                    let replacement = match new.core.metrics_address {
-                        Some(addr) => match bind_tls(
-                            addr,
-                            "core.metrics_address",
-                            &tls,
-                            routes(state.clone(), ListenerScope::MetricsOnly),
-                            &telemetry,
-                            "SIGHUP",
-                        ) {
-                            Ok(l) => Some(start(l, Some(addr))),
-                            Err(e) => {
-                                tracing::error!("SIGHUP: {e:#}; keeping the old metrics listener");
-                                continue;
-                            }
-                        },
-                        None => None,
-                    };
-                    if let Some(old) = std::mem::replace(&mut metrics, replacement) {
-                        old.stop().await;
-                    }
-                }
+                listeners
+                    .reconcile(&new.core, &|key| reloaded.origin(key), false)
+                    .await?;
             }
         }
     }
@@ -329,10 +279,9 @@ pub async fn run(
     if let Some(pusher) = pusher {
         let _ = tokio::time::timeout(Duration::from_secs(2), pusher).await;
     }
-    let mut stopping = vec![https.stop(), unix.stop()];
-    if let Some(m) = metrics {
-        stopping.push(m.stop());
-    }
+    let mut stopping = vec![unix.stop()];
+    stopping.extend(listeners.https.take().map(Running::stop));
+    stopping.extend(listeners.metrics.take().map(Running::stop));
     futures_util::future::join_all(stopping).await;
     Ok(())
 }
@@ -350,6 +299,75 @@ fn reloaded_core(applied: &Config, new: &Config) -> config::CoreConfig {
         https_address: new.core.https_address,
         metrics_address: new.core.metrics_address,
         ..applied.core.clone()
+    }
+}
+
+/// The TCP listeners and what binding them needs.
+struct Listeners {
+    tls: Arc<rustls::ServerConfig>,
+    state: AppState,
+    telemetry: Arc<DaemonTelemetry>,
+    https: Option<Running>,
+    metrics: Option<Running>,
+}
+
+impl Listeners {
+    /// Brings the listeners to `core`'s addresses, at start and on SIGHUP alike: a
+    /// listener whose address changed is bound anew first and the old one stops after its
+    /// in-flight requests; one no longer configured stops. `origin` says where each
+    /// address came from. At start a bind error is returned; on SIGHUP it is logged and
+    /// the old listener keeps serving.
+    async fn reconcile(
+        &mut self,
+        core: &config::CoreConfig,
+        origin: &dyn Fn(&str) -> String,
+        at_start: bool,
+    ) -> anyhow::Result<()> {
+        let wanted = [
+            (
+                "core.https_address",
+                Some(core.https_address),
+                ListenerScope::Full,
+            ),
+            (
+                "core.metrics_address",
+                core.metrics_address,
+                ListenerScope::MetricsOnly,
+            ),
+        ];
+        for (key, address, scope) in wanted {
+            let slot = match scope {
+                ListenerScope::Full => &mut self.https,
+                ListenerScope::MetricsOnly => &mut self.metrics,
+            };
+            if address == slot.as_ref().and_then(|r| r.address) {
+                continue;
+            }
+            let Some(address) = address else {
+                if let Some(old) = slot.take() {
+                    old.stop().await;
+                }
+                continue;
+            };
+            let routes = routes(self.state.clone(), scope);
+            match bind_tls(
+                address,
+                key,
+                &self.tls,
+                routes,
+                &self.telemetry,
+                &origin(key),
+            ) {
+                Ok(listener) => {
+                    if let Some(old) = slot.replace(start(listener, Some(address))) {
+                        old.stop().await;
+                    }
+                }
+                Err(e) if at_start => return Err(e),
+                Err(e) => tracing::error!("SIGHUP: {e:#}; keeping the old listener"),
+            }
+        }
+        Ok(())
     }
 }
 

@@ -66,10 +66,8 @@ pub fn run() -> anyhow::Result<()> {
                 .thread_name("lxmetrics")
                 .build()
                 .context("cannot start the async runtime")?;
-            let reload = || {
-                daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args))
-                    .map(|loaded| loaded.config)
-            };
+            let reload =
+                || daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args));
             let result = runtime.block_on(daemon::run(config, &state_dir, reload));
             // A collector stuck in a system call (statvfs on a dead NFS server) holds a
             // blocking thread that will never return; dropping the runtime would wait for
