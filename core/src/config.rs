@@ -235,29 +235,7 @@ impl InstanceSource {
 }
 
 fn validate_pattern(pattern: &str) -> Result<(), String> {
-    let mut names = 0;
-    let mut rest = pattern;
-    while let Some(open) = rest.find('{') {
-        let close = rest[open..]
-            .find('}')
-            .ok_or_else(|| format!("pattern \"{pattern}\": unclosed '{{'"))?;
-        match &rest[open + 1..open + close] {
-            "name" => names += 1,
-            "project" | "_" => {}
-            other => {
-                return Err(format!(
-                    "pattern \"{pattern}\": unknown placeholder {{{other}}} (use {{name}}, {{project}} and {{_}})"
-                ))
-            }
-        }
-        rest = &rest[open + close + 1..];
-    }
-    if names != 1 {
-        return Err(format!(
-            "pattern \"{pattern}\": needs {{name}} exactly once"
-        ));
-    }
-    Ok(())
+    crate::cgroup_pattern::CgroupPattern::parse(pattern).map(|_| ())
 }
 
 /// A listen address: `:PORT` (all addresses), `IP:PORT`, `[IPv6]:PORT`, or a bare IP

@@ -12,6 +12,7 @@
 //! `docs/plugins.md`.
 
 pub mod cache;
+pub mod cgroup_pattern;
 pub mod collector;
 pub mod config;
 pub mod daemon_metrics;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use lxmetrics_core::cgroup_pattern::{CgroupPattern, PatternPiece};
 use lxmetrics_core::collector::{run_blocking, HostPaths};
 use lxmetrics_core::config::{InstanceSource, InstancesConfig, Preset, INCUS_SOCKETS, LXD_SOCKETS};
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
@@ -18,20 +19,10 @@ use crate::cgroupfs::{parse, FileReader, Layout};
 /// puts them in `init.scope`, `system.slice/x.service`, ...).
 const PID_SEARCH_DEPTH: usize = 4;
 
-/// One piece of a pattern component.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Piece {
-    Literal(String),
-    Name,
-    Project,
-    /// `{_}`: matches anything, captured nowhere (libvirt's domain id).
-    Any,
-}
-
 /// A compiled rule.
 #[derive(Clone, Debug)]
 struct Rule {
-    components: Vec<Vec<Piece>>,
+    components: Vec<Vec<PatternPiece>>,
     kind: InstanceType,
     project: String,
     /// LXD names cgroups `lxc.payload.<project>_<name>` outside the default project.
@@ -42,45 +33,19 @@ struct Rule {
     source: usize,
 }
 
+/// A rule from a pattern the configuration check accepted (or a preset's).
 fn compile(pattern: &str, kind: InstanceType, project: &str, lxd: bool) -> Rule {
-    let components: Vec<Vec<Piece>> = pattern
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .map(|component| {
-            let mut pieces = Vec::new();
-            let mut rest = component;
-            while let Some(open) = rest.find('{') {
-                if open > 0 {
-                    pieces.push(Piece::Literal(rest[..open].to_owned()));
-                }
-                let close = rest[open..].find('}').map_or(rest.len(), |c| open + c);
-                pieces.push(match &rest[open + 1..close] {
-                    "name" => Piece::Name,
-                    "project" => Piece::Project,
-                    _ => Piece::Any,
-                });
-                rest = rest.get(close + 1..).unwrap_or("");
-            }
-            if !rest.is_empty() {
-                pieces.push(Piece::Literal(rest.to_owned()));
-            }
-            pieces
-        })
-        .collect();
-    let specificity = components
-        .iter()
-        .flatten()
-        .map(|p| match p {
-            Piece::Literal(l) => l.len(),
-            _ => 0,
-        })
-        .sum();
+    // Presets are constants that parse (a unit test checks), and configured patterns
+    // were checked when the configuration loaded: a parse error here matches nothing.
+    let pattern = CgroupPattern::parse(pattern).unwrap_or(CgroupPattern {
+        components: Vec::new(),
+    });
     Rule {
-        components,
+        specificity: pattern.specificity(),
+        components: pattern.components,
         kind,
         project: project.to_owned(),
         lxd_project_prefix: lxd,
-        specificity,
         source: 0,
     }
 }
@@ -116,7 +81,7 @@ fn preset_rules(preset: Preset) -> Vec<Rule> {
 
 /// Matches one path component against pattern pieces, filling captures.
 fn match_component<'a>(
-    pieces: &[Piece],
+    pieces: &[PatternPiece],
     text: &'a str,
     name: &mut Option<&'a str>,
     project: &mut Option<&'a str>,
@@ -125,7 +90,7 @@ fn match_component<'a>(
         return text.is_empty();
     };
     match first {
-        Piece::Literal(lit) => text
+        PatternPiece::Literal(lit) => text
             .strip_prefix(lit.as_str())
             .is_some_and(|t| match_component(rest, t, name, project)),
         capture => {
@@ -134,8 +99,8 @@ fn match_component<'a>(
                 let (value, tail) = text.split_at(end);
                 let (mut n, mut p) = (*name, *project);
                 match capture {
-                    Piece::Name => n = Some(value),
-                    Piece::Project => p = Some(value),
+                    PatternPiece::Name => n = Some(value),
+                    PatternPiece::Project => p = Some(value),
                     _ => {}
                 }
                 if match_component(rest, tail, &mut n, &mut p) {
@@ -366,7 +331,7 @@ impl Discovery for CgroupDiscovery {
 /// components with placeholders list a directory.
 fn walk(
     dir: &Path,
-    components: &[Vec<Piece>],
+    components: &[Vec<PatternPiece>],
     relative: String,
     name: Option<String>,
     project: Option<String>,
@@ -385,7 +350,7 @@ fn walk(
             format!("{relative}/{child}")
         }
     };
-    if let [Piece::Literal(literal)] = component.as_slice() {
+    if let [PatternPiece::Literal(literal)] = component.as_slice() {
         let next = dir.join(literal);
         if next.is_dir() {
             walk(&next, rest, join(literal), name, project, out);
@@ -600,6 +565,15 @@ mod tests {
         let found = names(lxd.discover_blocking(&host).unwrap());
         assert_eq!(found, expected(&[("default", "web"), ("prod", "web")]));
         assert_eq!(lxd.conflicts.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn every_preset_pattern_parses() {
+        for preset in Preset::ALL {
+            for rule in preset_rules(preset) {
+                assert!(!rule.components.is_empty(), "{preset:?}");
+            }
+        }
     }
 
     #[test]
