@@ -59,6 +59,27 @@ const MORE_STAT_KEYS: [(&str, &[&str], &[&str]); 2] = [
     ("Writeback", &["file_writeback"], &["total_writeback"]),
 ];
 
+/// Every LXD key the reader reports, in any order: the stat keys, then the derived ones.
+const ALL_KEYS: [&str; 17] = [
+    "Active",
+    "Active_anon",
+    "Active_file",
+    "Cached",
+    "Dirty",
+    "Inactive",
+    "Inactive_anon",
+    "Inactive_file",
+    "Mapped",
+    "RSS",
+    "Shmem",
+    "Unevictable",
+    "Writeback",
+    "MemFree",
+    "MemAvailable",
+    "MemTotal",
+    "Swap",
+];
+
 const OOM_KILLS: MetricDesc = MetricDesc::counter(
     "memory_OOM_kills_total",
     "The number of out of memory kills.",
@@ -198,7 +219,11 @@ impl InstanceReader for MemoryReader {
     }
 
     fn emit(&self, values: Vec<(InstanceIndex, MemoryValues)>, out: &mut Collection) {
-        let mut families: Vec<Family> = Vec::new();
+        // One slot per key, found by its place in the fixed key list (no per-sample
+        // name building or search among families).
+        let mut families: Vec<Option<Family>> = std::iter::repeat_with(|| None)
+            .take(ALL_KEYS.len())
+            .collect();
         let mut oom = Family::new(OOM_KILLS, &[]);
         let mut events = Family::new(EVENTS, &["event"]);
         for (index, v) in values {
@@ -206,22 +231,18 @@ impl InstanceReader for MemoryReader {
                 events.push(index, [*event], *count as f64);
             }
             for (key, value) in v.keys {
-                let family = match families
-                    .iter_mut()
-                    .position(|f| f.desc.name == key_family_name(key))
-                {
-                    Some(i) => &mut families[i],
-                    None => {
-                        families.push(Family::new(key_desc(key), &[]));
-                        families.last_mut().expect("just pushed")
-                    }
+                let Some(slot) = ALL_KEYS.iter().position(|k| *k == key) else {
+                    continue; // every key the reader makes is listed; see the unit test
                 };
-                family.push(index, [""; 0], value as f64);
+                families[slot]
+                    .get_or_insert_with(|| Family::new(key_desc(key), &[]))
+                    .push(index, [""; 0], value as f64);
             }
             if let Some(kills) = v.oom_kills {
                 oom.push(index, [""; 0], kills as f64);
             }
         }
+        let mut families: Vec<Family> = families.into_iter().flatten().collect();
         families.sort_by(|a, b| a.desc.name.cmp(&b.desc.name));
         for f in families {
             out.push(f);
@@ -261,5 +282,18 @@ fn swap_usage(
             ctx.files
                 .parse(&dir.join("memory.swap.current"), parse::single_value),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_has_a_slot() {
+        for (key, _, _) in STAT_KEYS.iter().chain(&MORE_STAT_KEYS) {
+            assert!(ALL_KEYS.contains(key), "{key}");
+        }
+        assert_eq!(ALL_KEYS.len(), STAT_KEYS.len() + MORE_STAT_KEYS.len() + 4);
     }
 }
