@@ -155,7 +155,7 @@ impl MetricDesc {
 
     /// Writes [`MetricDesc::rendered_name`] into `out` (cleared first): the one place the
     /// prefix is put in front of a name, for the text encoders and remote write alike.
-    pub fn render_name_into(&self, prefix: &str, out: &mut Vec<u8>) {
+    pub(crate) fn render_name_into(&self, prefix: &str, out: &mut Vec<u8>) {
         out.clear();
         if self.namespace == Namespace::Prefixed && !prefix.is_empty() {
             out.extend_from_slice(prefix.as_bytes());

@@ -130,8 +130,9 @@ impl Snapshot {
         &self.families
     }
 
-    /// How many encodings are cached (to check that clients cannot grow the cache).
-    pub fn cached_bodies(&self) -> usize {
+    /// How many encodings are cached (tests check that clients cannot grow the cache).
+    #[cfg(test)]
+    pub(crate) fn cached_bodies(&self) -> usize {
         self.bodies.lock().map(|b| b.len()).unwrap_or(0)
     }
 

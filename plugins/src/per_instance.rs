@@ -54,7 +54,7 @@ impl ReadContext<'_> {
     }
 
     /// When the host booted (`btime` of `/proc/stat`), read once per refresh.
-    pub fn boot_time(&mut self) -> Result<u64, ReadError> {
+    pub(crate) fn boot_time(&mut self) -> Result<u64, ReadError> {
         if let Some(v) = self.boot_time {
             return Ok(v);
         }

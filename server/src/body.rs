@@ -76,7 +76,7 @@ impl http_body::Body for PartsBody {
 }
 
 /// A body with nothing in it (HEAD responses).
-pub fn empty() -> ServedBody {
+pub(crate) fn empty() -> ServedBody {
     Either::Right(PartsBody::new(Vec::new()))
 }
 

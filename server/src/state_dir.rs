@@ -29,35 +29,35 @@ fn default_for(is_root: bool, xdg_data_home: Option<PathBuf>, home: Option<PathB
 
 /// The files of a state directory, named in this one place.
 #[derive(Clone, Copy, Debug)]
-pub struct StateDir<'a>(pub &'a Path);
+pub(crate) struct StateDir<'a>(pub(crate) &'a Path);
 
 impl StateDir<'_> {
     /// The admin API's unix socket.
-    pub fn socket(self) -> PathBuf {
+    pub(crate) fn socket(self) -> PathBuf {
         self.0.join("unix.socket")
     }
     /// The trust store (SQLite).
-    pub fn trust_db(self) -> PathBuf {
+    pub(crate) fn trust_db(self) -> PathBuf {
         self.0.join("trust.db")
     }
     /// The server certificate (PEM).
-    pub fn server_cert(self) -> PathBuf {
+    pub(crate) fn server_cert(self) -> PathBuf {
         self.0.join("server.crt")
     }
     /// The server certificate's private key (PEM, mode 0600).
-    pub fn server_key(self) -> PathBuf {
+    pub(crate) fn server_key(self) -> PathBuf {
         self.0.join("server.key")
     }
     /// The configuration file read when `--config` is not given.
-    pub fn config(self) -> PathBuf {
+    pub(crate) fn config(self) -> PathBuf {
         self.0.join("config.toml")
     }
     /// PKI mode's CA certificate.
-    pub fn ca(self) -> PathBuf {
+    pub(crate) fn ca(self) -> PathBuf {
         self.0.join("server.ca")
     }
     /// PKI mode's revocation list.
-    pub fn crl(self) -> PathBuf {
+    pub(crate) fn crl(self) -> PathBuf {
         self.0.join("ca.crl")
     }
 
@@ -76,7 +76,7 @@ impl StateDir<'_> {
 
 /// A state directory (or a file in it) that another user could have written.
 #[derive(Debug, thiserror::Error)]
-pub enum StateDirError {
+pub(crate) enum StateDirError {
     /// Owned by someone else: they decide who is trusted.
     #[error(
         "{path} is owned by uid {owner}, not by this daemon's uid {uid}: \
@@ -113,7 +113,7 @@ pub enum StateDirError {
 /// daemon's user, or writable by group or others, and the same for the files in it that
 /// hold trust and configuration. A directory that does not exist yet is fine (it is
 /// created 0700 by [`ensure`]).
-pub fn check_private(dir: &Path) -> Result<(), StateDirError> {
+pub(crate) fn check_private(dir: &Path) -> Result<(), StateDirError> {
     let uid = rustix::process::geteuid().as_raw();
     check_one(dir, uid, true)?;
     for file in StateDir(dir).private_files() {

@@ -333,8 +333,13 @@ impl Daemon {
     /// `GET path` on the full listener with the trusted client certificate: the status
     /// and the body.
     pub async fn get(&self, path: &str) -> (u16, String) {
+        self.get_as(Some(&self.client_cert), path).await
+    }
+
+    /// `GET path` on the full listener presenting `cert` (or none): status and body.
+    pub async fn get_as(&self, cert: Option<&ClientCert>, path: &str) -> (u16, String) {
         let response = self
-            .client()
+            .client_with(cert)
             .get(format!("{}{path}", self.url))
             .send()
             .await

@@ -105,14 +105,7 @@ async fn a_refused_certificate_is_logged_at_debug_with_the_reason() {
     daemon.trust_with(&expired, "old", &["--type=metrics", "--name", "old-cert"]);
     let stranger = lxmetrics_tests::ClientCert::generate("stranger.local");
     for cert in [&expired, &stranger] {
-        let status = daemon
-            .client_with(Some(cert))
-            .get(format!("{}/1.0/metrics", daemon.url))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 403);
+        assert_eq!(daemon.get_as(Some(cert), "/1.0/metrics").await.0, 403);
     }
     let mut seen = Vec::new();
     wait_for_stderr(&daemon, &mut seen, "outside its validity period");

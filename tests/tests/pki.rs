@@ -150,9 +150,9 @@ async fn a_new_revocation_list_applies_without_restart_and_to_the_trust_store() 
     let state = pki_state(&ca_pem, &crl_pem(&issuer, 1, &[]));
     let daemon = Daemon::start_in(state, &[]);
     let status = |cert: &ClientCert| {
-        let client = daemon.client_with(Some(cert));
-        let url = format!("{}/1.0/metrics", daemon.url);
-        async move { client.get(url).send().await.unwrap().status().as_u16() }
+        let daemon = &daemon;
+        let cert = cert.clone();
+        async move { daemon.get_as(Some(&cert), "/1.0/metrics").await.0 }
     };
     assert_eq!(status(&insider).await, 200);
 

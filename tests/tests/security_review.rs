@@ -96,14 +96,7 @@ async fn a_restricted_client_certificate_is_not_an_admin() {
         .unwrap();
     assert_eq!(delete.status(), 403, "nor remove them");
     // The certificate it tried to add is not trusted.
-    let minted_client = daemon.client_with(Some(&minted));
-    let status = minted_client
-        .get(format!("{}/1.0/metrics", daemon.url))
-        .send()
-        .await
-        .unwrap()
-        .status();
-    assert_eq!(status, 403);
+    assert_eq!(daemon.get_as(Some(&minted), "/1.0/metrics").await.0, 403);
     // The unrestricted client still administers.
     let admin = daemon.client_with(Some(&daemon.client_cert));
     let listed = admin
@@ -141,15 +134,8 @@ async fn a_comma_in_a_project_name_does_not_open_two_projects() {
         .await
         .unwrap();
     assert_eq!(post.status(), 200, "{}", post.text().await.unwrap());
-    let body = daemon
-        .client_with(Some(&sneaky))
-        .get(format!("{}/1.0/metrics", daemon.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (status, body) = daemon.get_as(Some(&sneaky), "/1.0/metrics").await;
+    assert_eq!(status, 200);
     assert!(projects_in(&body).is_empty(), "{body}");
 
     // Names LXD refuses are refused, with the reason.

@@ -118,7 +118,7 @@ impl Layout {
 
     /// The v2 hierarchy, when there is one (v2 hosts, and `unified/` on hybrid hosts):
     /// where pressure (PSI) files are, whatever the v1 controllers.
-    pub fn unified(&self) -> Option<&Path> {
+    pub(crate) fn unified(&self) -> Option<&Path> {
         self.v2.as_deref()
     }
 

@@ -31,7 +31,7 @@ impl ReadError {
 /// A file's value, or `None` when the host has no such file (a kernel without the
 /// feature, a controller not enabled): such a series is left out, never sent as zero.
 /// Any other error stays an error.
-pub fn optional<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
+pub(crate) fn optional<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
     match read {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),
