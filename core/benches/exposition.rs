@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::collector::{CollectError, Collection, Collector, HostPaths, Scope};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
-use lxmetrics_core::instance::Instance;
 use lxmetrics_core::scrape::{encode_instances, MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
+use lxmetrics_plugin::{CollectError, Collection, Collector, HostPaths, Instance, Scope};
 
 #[path = "support/fleet_shape.rs"]
 mod fleet_shape;

@@ -116,9 +116,9 @@ impl MetricsCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{CollectError, Collection, Collector, HostPaths, Scope};
     use crate::discovery::StaticDiscovery;
     use async_trait::async_trait;
+    use lxmetrics_plugin::{CollectError, Collection, Collector, HostPaths, Scope};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// Counts collections; each takes a second so concurrent requests overlap it.

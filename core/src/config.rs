@@ -16,10 +16,8 @@ use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Serialize};
 
-use crate::collector::HostPaths;
 pub use crate::fleet_config::{ClusterConfig, ClusterMember, RemoteWriteConfig};
-use crate::instance::InstanceType;
-use crate::metric::is_valid_label_name;
+use lxmetrics_plugin::{is_valid_label_name, HostPaths, InstanceType};
 
 /// Environment variables starting with this configure the daemon (`__` between levels).
 pub const ENV_PREFIX: &str = "LXMETRICS_";

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::metric::{Family, MetricDesc};
 use crate::process;
 use crate::snapshot::{ProjectFilter, Snapshot};
+use lxmetrics_plugin::{Family, MetricDesc, SeriesOf};
 
 const UPTIME: MetricDesc = MetricDesc::gauge("uptime_seconds", "Daemon uptime in seconds");
 const INSTANCES: MetricDesc = MetricDesc::gauge("instances", "Number of running instances");
@@ -165,7 +165,7 @@ impl DaemonTelemetry {
         let mut out = Vec::with_capacity(16);
 
         let mut uptime = Family::new(UPTIME, &[]);
-        uptime.push_unscoped([""; 0], self.started.elapsed().as_secs_f64());
+        uptime.push(SeriesOf::HOST, (), self.started.elapsed().as_secs_f64());
         out.push(uptime);
 
         let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
@@ -176,7 +176,7 @@ impl DaemonTelemetry {
         }
         let mut instances = Family::new(INSTANCES, &["project", "type"]);
         for ((project, kind), n) in counts {
-            instances.push_unscoped([project, kind], n as f64);
+            instances.push(SeriesOf::HOST, [project, kind], n as f64);
         }
         out.push(instances);
 
@@ -184,13 +184,17 @@ impl DaemonTelemetry {
         {
             let map = self.completed.lock().unwrap_or_else(|p| p.into_inner());
             for ((entity, result), n) in map.iter() {
-                completed.push_unscoped([*entity, result.as_str()], *n as f64);
+                completed.push(SeriesOf::HOST, [*entity, result.as_str()], *n as f64);
             }
         }
         out.push(completed);
 
         let mut ongoing = Family::new(API_ONGOING, &[]);
-        ongoing.push_unscoped([""; 0], self.ongoing.load(Ordering::Relaxed) as f64);
+        ongoing.push(
+            SeriesOf::HOST,
+            (),
+            self.ongoing.load(Ordering::Relaxed) as f64,
+        );
         out.push(ongoing);
 
         if *filter != ProjectFilter::All {
@@ -203,14 +207,18 @@ impl DaemonTelemetry {
         let mut failed = Family::new(COLLECTOR_FAILED_INSTANCES, &["collector"]);
         for status in snapshot.statuses() {
             let name = [status.name.clone()];
-            duration.push_unscoped(name.clone(), status.duration.as_secs_f64());
-            success.push_unscoped(name.clone(), if status.success { 1.0 } else { 0.0 });
-            failed.push_unscoped(name, f64::from(status.failed_instances));
+            duration.push(SeriesOf::HOST, name.clone(), status.duration.as_secs_f64());
+            success.push(
+                SeriesOf::HOST,
+                name.clone(),
+                if status.success { 1.0 } else { 0.0 },
+            );
+            failed.push(SeriesOf::HOST, name, f64::from(status.failed_instances));
         }
         out.extend([duration, success, failed]);
 
         let mut refreshed = Family::new(REFRESHES, &[]);
-        refreshed.push_unscoped([""; 0], refreshes as f64);
+        refreshed.push(SeriesOf::HOST, (), refreshes as f64);
         out.push(refreshed);
 
         let sources = self
@@ -240,7 +248,7 @@ impl DaemonTelemetry {
         let mut gauge = |name: &'static str, help: &'static str, value: Option<f64>| {
             if let Some(v) = value {
                 let mut f = Family::new(MetricDesc::gauge(name, help).bare(), &[]);
-                f.push_unscoped([""; 0], v);
+                f.push(SeriesOf::HOST, (), v);
                 out.push(f);
             }
         };
@@ -284,7 +292,7 @@ impl DaemonTelemetry {
                 .bare(),
                 &[],
             );
-            f.push_unscoped([""; 0], s.cpu_seconds);
+            f.push(SeriesOf::HOST, (), s.cpu_seconds);
             out.push(f);
         }
         out

@@ -6,8 +6,7 @@
 
 use async_trait::async_trait;
 
-use crate::collector::HostPaths;
-use crate::instance::Instance;
+use lxmetrics_plugin::{HostPaths, Instance};
 
 /// Discovery failed as a whole (a single vanished instance is not a failure).
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +17,7 @@ pub struct DiscoveryError(pub String);
 #[async_trait]
 pub trait Discovery: Send + Sync + 'static {
     /// The instances running now. Must not block the runtime: do file system walks on
-    /// the blocking pool ([`run_blocking`](crate::collector::run_blocking)).
+    /// the blocking pool ([`run_blocking`](lxmetrics_plugin::run_blocking)).
     async fn discover(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError>;
 }
 

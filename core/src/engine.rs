@@ -13,11 +13,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::collector::{CollectError, Collection, Collector, HostPaths, Scope};
 use crate::discovery::Discovery;
-use crate::instance::Instance;
 use crate::registry::NamedCollector;
 use crate::snapshot::{CollectorStatus, Snapshot, SnapshotBuilder};
+use lxmetrics_plugin::{CollectError, Collection, Collector, HostPaths, Instance, Scope};
 
 /// One enabled collector and whether an earlier run of it is still going.
 struct Slot {
@@ -121,10 +120,7 @@ impl RefreshEngine {
         let deadline = started + self.timeout;
 
         let (instances, discovery_status) = self.discover(deadline).await;
-        let scope = Arc::new(Scope {
-            instances: instances.clone(),
-            host: self.host.clone(),
-        });
+        let scope = Arc::new(Scope::new(instances.clone(), self.host.clone()));
 
         let runs: Vec<_> = self
             .slots
@@ -316,8 +312,8 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 mod tests {
     use super::*;
     use crate::discovery::StaticDiscovery;
-    use crate::metric::{Family, MetricDesc};
     use async_trait::async_trait;
+    use lxmetrics_plugin::{Family, MetricDesc};
     use std::sync::atomic::AtomicUsize;
 
     struct Fixed(&'static str);
@@ -327,7 +323,7 @@ mod tests {
         async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
             let mut fam = Family::new(MetricDesc::gauge(self.0, "h"), &[]);
             for (i, _) in scope.indexed_instances() {
-                fam.push(i, [""; 0], 1.0);
+                fam.push(i, (), 1.0);
             }
             let mut c = Collection::new();
             c.push(fam);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::metric::is_valid_label_name;
+use lxmetrics_plugin::is_valid_label_name;
 
 /// `[cluster]`: the daemons `GET /1.0/metrics/targets` lists.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

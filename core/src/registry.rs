@@ -1,122 +1,49 @@
-//! Collector registration through `inventory`: a plugin crate registers a collector with
-//! one line and the daemon that links it finds it without touching core.
-//!
-//! ```
-//! use lxmetrics_core::collector::{Collection, CollectError, Collector, Scope};
-//! use lxmetrics_core::registry::{BuildContext, BuildError};
-//!
-//! struct Hello;
-//!
-//! #[async_trait::async_trait]
-//! impl Collector for Hello {
-//!     async fn collect(&self, _scope: &Scope) -> Result<Collection, CollectError> {
-//!         Ok(Collection::new())
-//!     }
-//! }
-//!
-//! fn build(_ctx: &BuildContext) -> Result<Hello, BuildError> {
-//!     Ok(Hello)
-//! }
-//!
-//! lxmetrics_core::register_collector!("hello", "Says hello", build);
-//! ```
-//!
-//! A binary only sees the collectors of crates it links: name every plugin crate in the
-//! binary (`use my_plugin as _;`) or the linker drops its registrations.
+//! Which linked collectors run: `collectors.enable`/`disable` checked against the
+//! registrations every linked plugin crate made with `register_collector!`, and the
+//! chosen ones built with their settings.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use figment::value::Value;
-use serde::de::DeserializeOwned;
+use lxmetrics_plugin::{__private::CollectorRegistration, BuildContext, Collector, HostPaths};
 
-use crate::collector::{Collector, HostPaths};
 use crate::config::{CollectorsConfig, MetricsConfig};
 
-/// What a collector factory may fail with; any error converts into it with `?`.
-pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+pub use lxmetrics_plugin::__private::registered;
 
-/// What a collector factory is given at start-up.
-#[derive(Debug)]
-pub struct BuildContext<'a> {
-    /// The collector's registered name.
-    pub name: &'static str,
-    /// Where host files live.
-    pub host: &'a Arc<HostPaths>,
-    /// The collector's own section `[collectors.<name>]`, if the configuration has one.
-    pub settings: Option<&'a Value>,
-    /// The configured metric prefix (`metrics.prefix`): collectors that relay names from
-    /// outside (textfile, exec) refuse names under it, which belong to the daemon.
-    pub metric_prefix: &'a str,
-    /// The per-collector deadline (`metrics.collector_timeout`), so a collector can check
-    /// that its own timeouts fit inside it.
-    pub collector_timeout: std::time::Duration,
-}
-
-impl BuildContext<'_> {
-    /// Deserializes the collector's own section (or `T::default()` when absent). Errors name
-    /// the key, e.g. `collectors.textfile.directory: invalid type ...`.
-    pub fn settings<T: DeserializeOwned + Default>(&self) -> Result<T, BuildError> {
-        match self.settings {
-            None => Ok(T::default()),
-            Some(value) => value.deserialize::<T>().map_err(|e| {
-                let key = std::iter::once(format!("collectors.{}", self.name))
-                    .chain(e.path.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(".");
-                format!("{key}: {}", e.kind).into()
-            }),
-        }
-    }
-}
-
-/// One registered collector: submitted with [`register_collector!`](crate::register_collector)
-/// and gathered by `inventory` across every linked crate.
-#[derive(Debug)]
-pub struct CollectorRegistration {
-    /// Unique name used in configuration and in the `collector` label.
-    pub name: &'static str,
-    /// One line saying what it collects, shown by `lxmetrics collectors`.
+/// One documented key of a linked collector's settings, for `lxmetrics collectors`, the
+/// configuration check and the configuration docs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CollectorSetting {
+    /// The full key, e.g. `collectors.filesystem.timeout`.
+    pub key: String,
+    /// The default as TOML (`"2s"`, `[]`), when the settings type serializes one.
+    pub default: Option<String>,
+    /// One line saying what it does.
     pub help: &'static str,
-    /// Whether it runs when the configuration does not mention it.
-    pub default_enabled: bool,
-    /// Builds the collector from the configuration.
-    pub build: fn(&BuildContext<'_>) -> Result<Arc<dyn Collector>, BuildError>,
 }
 
-inventory::collect!(CollectorRegistration);
-
-/// Registers a collector. `$build` is a function `fn(&BuildContext) -> Result<C, E>`
-/// where `C: Collector` and `E` converts into [`BuildError`]. Add `, enabled = false` for
-/// a collector the operator must switch on with `collectors.enable`.
-#[macro_export]
-macro_rules! register_collector {
-    ($name:literal, $help:literal, $build:path) => {
-        $crate::register_collector!($name, $help, $build, enabled = true);
-    };
-    ($name:literal, $help:literal, $build:path, enabled = $enabled:literal) => {
-        $crate::inventory::submit! {
-            $crate::registry::CollectorRegistration {
-                name: $name,
-                help: $help,
-                default_enabled: $enabled,
-                build: |ctx| {
-                    let collector = $build(ctx)?;
-                    ::std::result::Result::Ok(::std::sync::Arc::new(collector)
-                        as ::std::sync::Arc<dyn $crate::collector::Collector>)
-                },
-            }
-        }
-    };
+/// The documented settings of every linked collector, in name order.
+pub fn collector_settings() -> Vec<CollectorSetting> {
+    registered().into_iter().flat_map(settings_of).collect()
 }
 
-/// Every collector linked into this binary, sorted by name.
-pub fn registered() -> Vec<&'static CollectorRegistration> {
-    let mut all: Vec<_> = inventory::iter::<CollectorRegistration>
-        .into_iter()
-        .collect();
-    all.sort_by_key(|r| r.name);
-    all
+/// The documented settings of one collector.
+pub fn settings_of(registration: &CollectorRegistration) -> Vec<CollectorSetting> {
+    let defaults = (registration.defaults)();
+    registration
+        .settings
+        .iter()
+        .map(|setting| CollectorSetting {
+            key: format!("collectors.{}.{}", registration.name, setting.key),
+            default: defaults
+                .as_ref()
+                .and_then(|d| d.find_ref(setting.key))
+                .and_then(|v| toml::Value::try_from(v).ok())
+                .map(|v| v.to_string()),
+            help: setting.help,
+        })
+        .collect()
 }
 
 /// A selection problem in `collectors.enable` / `collectors.disable`.
@@ -176,13 +103,15 @@ pub fn build_enabled(
         if !enabled {
             continue;
         }
-        let ctx = BuildContext {
-            name: registration.name,
+        let mut ctx = BuildContext::new(
+            registration.name,
             host,
-            settings: config.settings.get(registration.name),
-            metric_prefix: metrics.prefix.as_str(),
-            collector_timeout: metrics.collector_timeout,
-        };
+            metrics.prefix.as_str(),
+            metrics.collector_timeout,
+        );
+        if let Some(section) = config.settings.get(registration.name) {
+            ctx = ctx.with_settings(section);
+        }
         let collector = (registration.build)(&ctx).map_err(|e| {
             let text = e.to_string();
             // Factories using BuildContext::settings already name their key.
@@ -255,7 +184,7 @@ pub fn select(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{CollectError, Collection, Scope};
+    use lxmetrics_plugin::{BuildError, CollectError, Collection, Scope};
 
     struct Nop;
 
@@ -274,12 +203,16 @@ mod tests {
         name: "a",
         help: "",
         default_enabled: true,
+        settings: &[],
+        defaults: || None,
         build: build_nop,
     };
     static B: CollectorRegistration = CollectorRegistration {
         name: "b",
         help: "",
         default_enabled: false,
+        settings: &[],
+        defaults: || None,
         build: build_nop,
     };
 

@@ -15,8 +15,8 @@ use crate::daemon_metrics::DaemonTelemetry;
 use crate::exposition::compress::GzipPrefix;
 use crate::exposition::text::{encode_families, finish, EncodeContext};
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
-use crate::instance::InstanceIndex;
 use crate::snapshot::{BodyKey, ProjectFilter, Snapshot};
+use lxmetrics_plugin::InstanceIndex;
 
 /// What the caller asked for, already negotiated and authorized.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,11 +286,11 @@ pub fn encode_instances(snapshot: &Snapshot, prefix: &str, request: &ScrapeReque
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{CollectError, Collection, Collector, HostPaths, Scope};
     use crate::discovery::StaticDiscovery;
     use crate::engine::RefreshEngine;
-    use crate::instance::Instance;
-    use crate::metric::{Family, MetricDesc};
+    use lxmetrics_plugin::Instance;
+    use lxmetrics_plugin::{CollectError, Collection, Collector, HostPaths, Scope};
+    use lxmetrics_plugin::{Family, MetricDesc};
     use std::io::Read;
     use std::time::Duration;
 
@@ -301,7 +301,7 @@ mod tests {
         async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
             let mut f = Family::new(MetricDesc::gauge("procs_total", "Processes"), &[]);
             for (i, _) in scope.indexed_instances() {
-                f.push(i, [""; 0], f64::from(i + 1));
+                f.push(i, (), f64::from(i + 1));
             }
             Ok(Collection {
                 families: vec![f],

@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use compact_str::CompactString;
 
-use crate::collector::Collection;
 use crate::config::DEFAULT_METRIC_PREFIX;
 use crate::daemon_metrics;
 use crate::exposition::text::render_instance_labels;
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
-use crate::instance::{Instance, InstanceIndex};
-use crate::metric::{is_valid_label_name, is_valid_metric_name, Family, MetricKind, SeriesSuffix};
+use lxmetrics_plugin::{
+    is_valid_label_name, is_valid_metric_name, Collection, Family, Instance, InstanceIndex,
+    MetricKind, SeriesSuffix,
+};
 
 /// How one collector (or discovery) did in a refresh.
 #[derive(Clone, Debug, PartialEq)]
@@ -270,12 +271,12 @@ impl SnapshotBuilder {
             if !is_valid_label_name(label) {
                 return Err(format!("label \"{label}\" is not a valid label name"));
             }
-            if matches!(label.as_str(), "name" | "project" | "type") {
+            if matches!(label, "name" | "project" | "type") {
                 return Err(format!(
                     "label \"{label}\" is set by the daemon, not collectors"
                 ));
             }
-            if family.label_names[..i].contains(label) {
+            if family.label_names.iter().take(i).any(|l| l == label) {
                 return Err(format!("label \"{label}\" appears twice"));
             }
         }
@@ -314,7 +315,7 @@ fn check_suffixes(family: &Family) -> Result<(), String> {
             false => Err(format!("a {} family has series suffixes", kind.as_str())),
         };
     };
-    if family.label_names.last().map(|l| l.as_str()) != Some(bound) {
+    if family.label_names.last() != Some(bound) {
         return Err(format!(
             "a {} needs \"{bound}\" as its last label",
             kind.as_str()
@@ -343,7 +344,7 @@ fn dedup_samples(family: &mut Family) {
         .samples
         .iter()
         .enumerate()
-        .filter(|(i, s)| !seen.insert((s.instance, family.suffix(*i), &s.label_values[..])))
+        .filter(|(i, s)| !seen.insert((s.instance, family.suffix(*i), &s.label_values)))
         .map(|(i, _)| i)
         .collect();
     if duplicates.is_empty() {
@@ -365,7 +366,7 @@ fn dedup_samples(family: &mut Family) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metric::MetricDesc;
+    use lxmetrics_plugin::{MetricDesc, SeriesOf};
 
     fn instances() -> Arc<[Instance]> {
         vec![Instance::container("a", "a"), Instance::container("b", "b")].into()
@@ -427,7 +428,7 @@ mod tests {
             },
             {
                 let mut f = Family::new(MetricDesc::gauge("ok", "h"), &[]);
-                f.push(7, [""; 0], 1.0);
+                f.push(7, (), 1.0);
                 f
             },
         ];
@@ -459,7 +460,7 @@ mod tests {
     fn names_collide_as_served() {
         let bare = |name: &'static str| {
             let mut f = Family::new(MetricDesc::gauge(name, "h").bare(), &[]);
-            f.push(0, [""; 0], 1.0);
+            f.push(0, (), 1.0);
             f
         };
         for (prefix, first, second, collide) in [
@@ -502,7 +503,7 @@ mod tests {
                     name: "job_seconds".into(),
                     help: "h".into(),
                     kind: MetricKind::Histogram,
-                    namespace: crate::metric::Namespace::Bare,
+                    namespace: lxmetrics_plugin::Namespace::Bare,
                 },
                 labels,
             )
@@ -523,10 +524,18 @@ mod tests {
         // which have the same (empty) le value, are not duplicates of each other.
         let mut good = hist(&["le"]);
         for i in 0..2 {
-            good.push_part(Some(i), SeriesSuffix::Bucket, ["+Inf"], 3.0);
-            good.push_part(Some(i), SeriesSuffix::Bucket, ["+Inf"], 9.0);
-            good.push_part(Some(i), SeriesSuffix::Sum, [""], 4.5);
-            good.push_part(Some(i), SeriesSuffix::Count, [""], 3.0);
+            good.push(
+                SeriesOf::instance(i).part(SeriesSuffix::Bucket),
+                ["+Inf"],
+                3.0,
+            );
+            good.push(
+                SeriesOf::instance(i).part(SeriesSuffix::Bucket),
+                ["+Inf"],
+                9.0,
+            );
+            good.push(SeriesOf::instance(i).part(SeriesSuffix::Sum), [""], 4.5);
+            good.push(SeriesOf::instance(i).part(SeriesSuffix::Count), [""], 3.0);
         }
         let s = run(vec![good], Some(1));
         assert!(s.statuses()[0].success, "{:?}", s.statuses()[0].error);
@@ -541,22 +550,22 @@ mod tests {
         // Bad: no `le` last; suffixes missing; a quantile in a histogram; a gauge with
         // suffixes; a gauge named like the histogram's `_sum`.
         let mut no_le = hist(&["job"]);
-        no_le.push_part(None, SeriesSuffix::Sum, [""], 1.0);
+        no_le.push(SeriesOf::HOST.part(SeriesSuffix::Sum), [""], 1.0);
         let mut missing = hist(&["le"]);
-        missing.push_unscoped(["1"], 1.0);
+        missing.push(SeriesOf::HOST, ["1"], 1.0);
         let mut quantile = hist(&["le"]);
-        quantile.push_part(None, SeriesSuffix::Plain, ["1"], 1.0);
+        quantile.push(SeriesOf::HOST.part(SeriesSuffix::Plain), ["1"], 1.0);
         let mut gauge = Family::new(MetricDesc::gauge("g", "h"), &[]);
-        gauge.push_part(None, SeriesSuffix::Sum, [""; 0], 1.0);
+        gauge.push(SeriesOf::HOST.part(SeriesSuffix::Sum), (), 1.0);
         for bad in [no_le, missing, quantile, gauge] {
             let desc = format!("{bad:?}");
             let s = run(vec![bad], None);
             assert!(s.families().is_empty(), "{desc}");
         }
         let mut sum_gauge = Family::new(MetricDesc::gauge("job_seconds_sum", "h").bare(), &[]);
-        sum_gauge.push_unscoped([""; 0], 1.0);
+        sum_gauge.push(SeriesOf::HOST, (), 1.0);
         let mut h = hist(&["le"]);
-        h.push_part(None, SeriesSuffix::Sum, [""], 1.0);
+        h.push(SeriesOf::HOST.part(SeriesSuffix::Sum), [""], 1.0);
         let s = run(vec![sum_gauge, h], None);
         assert_eq!(s.families().len(), 1);
         assert!(!s.statuses()[0].success);

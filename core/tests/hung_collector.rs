@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use lxmetrics_core::collector::{
-    run_blocking, CollectError, Collection, Collector, HostPaths, Scope,
-};
 use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
-use lxmetrics_core::instance::Instance;
-use lxmetrics_core::metric::{Family, MetricDesc};
+use lxmetrics_plugin::{
+    run_blocking, CollectError, Collection, Collector, Family, HostPaths, Instance, MetricDesc,
+    Scope,
+};
 
 /// Parks a blocking-pool thread forever: cancellation cannot reach it.
 struct ParksABlockingThread(Arc<AtomicUsize>);
@@ -48,7 +47,7 @@ impl Collector for Healthy {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let mut f = Family::new(MetricDesc::gauge("healthy", "h"), &[]);
         for (i, _) in scope.indexed_instances() {
-            f.push(i, [""; 0], 1.0);
+            f.push(i, (), 1.0);
         }
         let mut c = Collection::new();
         c.push(f);

@@ -11,15 +11,16 @@
 //! `lxd_cpu_throttled_seconds_total` from `cpu.stat`: `throttled_time` ns on v1,
 //! `throttled_usec` on v2). A file the host does not have leaves its series out.
 
-use lxmetrics_core::collector::Collection;
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    optional, BuildContext, BuildError, Collection, Controller, Family, Hierarchy, Instance,
+    InstanceIndex, InstanceReader, MetricDesc, ParseError, PerInstanceCollector, ReadContext,
+    ReadError,
+};
 
-use crate::cgroupfs::{optional, parse, Controller, Hierarchy, ReadError};
-use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
+use crate::cgroupfs as parse;
+use crate::hostfs::HostFigures;
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "cpu",
     "CPU time per mode and effective CPUs (cgroup cpu/cpuacct, cpuset)",
     build
@@ -74,12 +75,18 @@ struct Throttling {
 }
 
 /// The per-instance reader.
-pub struct CpuReader;
+pub(crate) struct CpuReader;
 
 impl InstanceReader for CpuReader {
     type Values = CpuValues;
+    type State = HostFigures;
 
-    fn read(&self, ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<CpuValues, ReadError> {
+    fn read(
+        &self,
+        ctx: &mut ReadContext<'_>,
+        host: &mut HostFigures,
+        instance: &Instance,
+    ) -> Result<CpuValues, ReadError> {
         let per_cpu = match ctx.layout.hierarchy(Controller::Cpuacct) {
             Some(Hierarchy::V1(root)) => {
                 let dir = root.join(&instance.cgroup);
@@ -109,7 +116,7 @@ impl InstanceReader for CpuReader {
             }
             None => Vec::new(),
         };
-        let effective = effective_cpus(ctx, instance)?;
+        let effective = effective_cpus(ctx, host, instance)?;
         let (limit_cores, throttling) = bandwidth(ctx, instance)?;
         Ok(CpuValues {
             per_cpu,
@@ -133,14 +140,14 @@ impl InstanceReader for CpuReader {
                 seconds.push(index, [cpu, "user"], user);
                 seconds.push(index, [cpu, "system"], system);
             }
-            effective.push(index, [""; 0], v.effective as f64);
+            effective.push(index, (), v.effective as f64);
             if let Some(cores) = v.limit_cores {
-                limit.push(index, [""; 0], cores);
+                limit.push(index, (), cores);
             }
             if let Some(t) = v.throttling {
-                periods.push(index, [""; 0], t.periods as f64);
-                throttled_periods.push(index, [""; 0], t.throttled_periods as f64);
-                throttled_seconds.push(index, [""; 0], t.throttled_seconds);
+                periods.push(index, (), t.periods as f64);
+                throttled_periods.push(index, (), t.throttled_periods as f64);
+                throttled_seconds.push(index, (), t.throttled_seconds);
             }
         }
         out.push(seconds);
@@ -152,11 +159,7 @@ impl InstanceReader for CpuReader {
     }
 }
 
-fn user_system(
-    text: &str,
-    user_key: &str,
-    system_key: &str,
-) -> Result<(u64, u64), parse::ParseError> {
+fn user_system(text: &str, user_key: &str, system_key: &str) -> Result<(u64, u64), ParseError> {
     let (mut user, mut system) = (None, None);
     parse::flat_keyed(text, |k, v| {
         if k == user_key {
@@ -167,10 +170,10 @@ fn user_system(
     })?;
     match (user, system) {
         (Some(u), Some(s)) => Ok((u, s)),
-        _ => Err(parse::ParseError {
-            line: 0,
-            message: format!("missing {user_key} or {system_key}"),
-        }),
+        _ => Err(ParseError::new(
+            0,
+            format!("missing {user_key} or {system_key}"),
+        )),
     }
 }
 
@@ -212,11 +215,10 @@ fn bandwidth(
 }
 
 /// A file holding one signed integer (`cpu.cfs_quota_us` is -1 when unlimited).
-fn signed(text: &str) -> Result<i64, parse::ParseError> {
-    text.trim().parse().map_err(|_| parse::ParseError {
-        line: 1,
-        message: format!("not an integer: {:?}", text.trim()),
-    })
+fn signed(text: &str) -> Result<i64, ParseError> {
+    text.trim()
+        .parse()
+        .map_err(|_| ParseError::new(1, format!("not an integer: {:?}", text.trim())))
 }
 
 /// `nr_periods`, `nr_throttled` and the throttled time (`time_key`, in units of
@@ -226,7 +228,7 @@ fn throttling(
     text: &str,
     time_key: &str,
     per_second: f64,
-) -> Result<Option<Throttling>, parse::ParseError> {
+) -> Result<Option<Throttling>, ParseError> {
     let (mut periods, mut throttled, mut time) = (None, None, None);
     parse::flat_keyed(text, |k, v| match k {
         "nr_periods" => periods = Some(v),
@@ -246,7 +248,11 @@ fn throttling(
 
 /// Effective CPUs from cpuset; when the cgroup has no cpuset files (v2 without the
 /// controller enabled), every online CPU is effective.
-fn effective_cpus(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64, ReadError> {
+fn effective_cpus(
+    ctx: &mut ReadContext<'_>,
+    host: &mut HostFigures,
+    instance: &Instance,
+) -> Result<u64, ReadError> {
     let path = match ctx.layout.hierarchy(Controller::Cpuset) {
         Some(Hierarchy::V1(root)) => {
             Some(root.join(&instance.cgroup).join("cpuset.effective_cpus"))
@@ -261,7 +267,7 @@ fn effective_cpus(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64,
             return Ok(cpus);
         }
     }
-    ctx.online_cpus()
+    host.online_cpus(ctx)
 }
 
 #[cfg(test)]

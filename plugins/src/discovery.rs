@@ -8,12 +8,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lxmetrics_core::cgroup_pattern::{CgroupPattern, PatternPiece};
-use lxmetrics_core::collector::{run_blocking, HostPaths};
 use lxmetrics_core::config::{InstanceSource, InstancesConfig, Preset, INCUS_SOCKETS, LXD_SOCKETS};
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
-use lxmetrics_core::instance::{Instance, InstanceType};
+use lxmetrics_plugin::{run_blocking, FileReader, HostPaths, Instance, InstanceType, Layout};
 
-use crate::cgroupfs::{parse, FileReader, Layout};
+use crate::cgroupfs as parse;
 
 /// How deep below an instance cgroup to look for a process (systemd inside a container
 /// puts them in `init.scope`, `system.slice/x.service`, ...).
@@ -263,13 +262,7 @@ impl CgroupDiscovery {
                 found.push((
                     rule.specificity,
                     rule.source,
-                    Instance {
-                        name,
-                        project,
-                        kind: rule.kind,
-                        cgroup: relative,
-                        pid: Some(pid),
-                    },
+                    Instance::new(name, project, rule.kind, relative).with_pid(pid),
                 ));
             }
         }

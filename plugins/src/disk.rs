@@ -5,22 +5,19 @@
 //! refresh; a device without a name is labelled `MAJ:MIN`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    optional, BuildContext, BuildError, Collection, Controller, Family, Hierarchy, Instance,
+    InstanceIndex, InstanceReader, MetricDesc, PerInstanceCollector, ReadContext, ReadError,
+};
 
-use crate::cgroupfs::parse::{self, DeviceIo, DeviceNumber};
-use crate::cgroupfs::{optional, Controller, Hierarchy, ReadError};
+use crate::cgroupfs::{self as parse, DeviceIo, DeviceNumber};
 use crate::hostfs;
-use crate::per_instance::{self, InstanceReader, ReadContext};
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "disk",
     "Block I/O bytes and operations per device (cgroup io/blkio)",
-    DiskCollector::build
+    build
 );
 
 const READ_BYTES: MetricDesc =
@@ -38,37 +35,20 @@ const WRITES: MetricDesc = MetricDesc::counter(
     "The total number of completed writes.",
 );
 
-/// Reads block I/O counters.
-pub struct DiskCollector(Arc<DiskReader>);
-
-impl DiskCollector {
-    fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
-        Ok(DiskCollector(Arc::new(DiskReader::default())))
-    }
+fn build(_: &BuildContext<'_>) -> Result<PerInstanceCollector<DiskReader>, BuildError> {
+    Ok(PerInstanceCollector::new(DiskReader))
 }
 
-#[async_trait::async_trait]
-impl Collector for DiskCollector {
-    async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        self.0
-            .names
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        per_instance::collect(&self.0, scope).await
-    }
-}
+/// The per-instance reader.
+pub(crate) struct DiskReader;
 
-/// The per-instance reader; remembers device names for one refresh.
+/// Device names resolved in this refresh, so each `uevent` is read once per refresh.
 #[derive(Default)]
-pub struct DiskReader {
-    names: Mutex<HashMap<DeviceNumber, String>>,
-}
+pub(crate) struct DeviceNames(HashMap<DeviceNumber, String>);
 
-impl DiskReader {
-    fn device_name(&self, ctx: &mut ReadContext<'_>, device: DeviceNumber) -> String {
-        let mut names = self.names.lock().unwrap_or_else(|p| p.into_inner());
-        names
+impl DeviceNames {
+    fn of(&mut self, ctx: &mut ReadContext<'_>, device: DeviceNumber) -> String {
+        self.0
             .entry(device)
             .or_insert_with(|| {
                 let uevent = ctx.host.sys_root.join(format!("dev/block/{device}/uevent"));
@@ -84,10 +64,12 @@ impl DiskReader {
 
 impl InstanceReader for DiskReader {
     type Values = Vec<(String, DeviceIo)>;
+    type State = DeviceNames;
 
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
+        names: &mut DeviceNames,
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
         let stats = match ctx.layout.hierarchy(Controller::Blkio) {
@@ -119,7 +101,7 @@ impl InstanceReader for DiskReader {
         };
         Ok(stats
             .into_iter()
-            .map(|(device, io)| (self.device_name(ctx, device), io))
+            .map(|(device, io)| (names.of(ctx, device), io))
             .collect())
     }
 

@@ -16,23 +16,25 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use lxmetrics_plugin::{
+    BuildContext, BuildError, CollectError, Collection, Collector, CollectorSettings, Family,
+    Instance, InstanceIndex, MetricDesc, Scope, SeriesOf, Setting,
+};
+
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::problem_log::ProblemLog;
 use crate::prom_text;
 use crate::relay::RelayedFamilies;
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "exec",
     "Series printed by the commands in [[collectors.exec.commands]], each under a timeout",
     ExecCollector::build,
+    settings = Settings,
     enabled = false
 );
 
@@ -54,7 +56,7 @@ const STDERR_QUOTE_BYTES: usize = 1024;
 const STDERR_QUOTE_LINES: usize = 5;
 
 /// Whether a command speaks for the host or for each instance.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CommandScope {
     /// Run once; series carry no instance labels.
@@ -65,7 +67,7 @@ pub enum CommandScope {
 }
 
 /// One `[[collectors.exec.commands]]` entry.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CommandSpec {
     /// Names the command in the `command` label and in logs.
@@ -89,12 +91,29 @@ fn default_timeout() -> Duration {
 }
 
 /// `[collectors.exec]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
     commands: Vec<CommandSpec>,
     max_output_bytes: u64,
     concurrency: usize,
+}
+
+impl CollectorSettings for Settings {
+    const KEYS: &'static [Setting] = &[
+        Setting {
+            key: "commands",
+            help: "[[collectors.exec.commands]]: name, command, timeout, scope (host or instance), env",
+        },
+        Setting {
+            key: "max_output_bytes",
+            help: "A command printing more is killed and its output refused",
+        },
+        Setting {
+            key: "concurrency",
+            help: "Commands run at once",
+        },
+    ];
 }
 
 impl Default for Settings {
@@ -248,8 +267,8 @@ impl Collector for ExecCollector {
                     duration.push(i, [spec.name.as_str()], run.took.as_secs_f64());
                 }
                 None => {
-                    success.push_unscoped([spec.name.as_str()], ok);
-                    duration.push_unscoped([spec.name.as_str()], run.took.as_secs_f64());
+                    success.push(SeriesOf::HOST, [spec.name.as_str()], ok);
+                    duration.push(SeriesOf::HOST, [spec.name.as_str()], run.took.as_secs_f64());
                 }
             }
             seen.insert(source);
@@ -398,7 +417,7 @@ async fn read_quote<R: AsyncRead + Unpin>(pipe: Option<R>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lxmetrics_core::collector::HostPaths;
+    use lxmetrics_plugin::HostPaths;
 
     #[tokio::test]
     async fn the_last_lines_of_stderr_are_kept() {
@@ -427,10 +446,7 @@ mod tests {
 
     async fn collect(commands: Vec<CommandSpec>, instances: Vec<Instance>) -> Collection {
         let collector = ExecCollector::new(commands, 1024, 4, "lxd");
-        let scope = Scope {
-            instances: instances.into(),
-            host: Arc::new(HostPaths::default()),
-        };
+        let scope = Scope::new(instances, HostPaths::default());
         collector.collect(&scope).await.unwrap()
     }
 
@@ -440,9 +456,7 @@ mod tests {
             .find(|f| f.desc.name == family)?
             .samples
             .iter()
-            .find(|s| {
-                s.instance == instance && s.label_values.first().map(|v| v.as_str()) == Some(label)
-            })
+            .find(|s| s.instance == instance && s.label_values.first() == Some(label))
             .map(|s| s.value)
     }
 
@@ -459,7 +473,7 @@ mod tests {
                 ),
             ],
             vec![
-                Instance { pid: Some(42), ..Instance::container("a", "lxc.payload.a") },
+                Instance::container("a", "lxc.payload.a").with_pid(42),
                 Instance::container("b", "lxc.payload.b"),
             ],
         )
@@ -474,7 +488,12 @@ mod tests {
         let got: Vec<_> = info
             .samples
             .iter()
-            .map(|s| (s.instance, s.label_values.to_vec()))
+            .map(|s| {
+                (
+                    s.instance,
+                    s.label_values.iter().map(String::from).collect::<Vec<_>>(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

@@ -14,19 +14,19 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lxmetrics_core::collector::{CollectError, Collection, Collector, HostPaths, Scope};
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
-use serde::Deserialize;
+use lxmetrics_plugin::{
+    BuildContext, BuildError, CollectError, Collection, Collector, CollectorSettings, Family,
+    FileReader, HostPaths, Instance, InstanceIndex, MetricDesc, Scope, Setting,
+};
+use serde::{Deserialize, Serialize};
 
-use crate::cgroupfs::FileReader;
 use crate::hostfs::{self, RootMount};
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "filesystem",
     "Size, free and available bytes of each instance's root file system (statvfs)",
-    FilesystemCollector::build
+    FilesystemCollector::build,
+    settings = Settings
 );
 
 const AVAIL: MetricDesc = MetricDesc::gauge("filesystem_avail_bytes", "Available space in bytes.");
@@ -35,13 +35,20 @@ const SIZE: MetricDesc =
     MetricDesc::gauge("filesystem_size_bytes", "Size of the file system in bytes.");
 
 /// `[collectors.filesystem]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
     /// How long one refresh waits for statvfs answers (keep it below
     /// `metrics.collector_timeout`).
     #[serde(with = "humantime_serde")]
     timeout: Duration,
+}
+
+impl CollectorSettings for Settings {
+    const KEYS: &'static [Setting] = &[Setting {
+        key: "timeout",
+        help: "How long one refresh waits for statvfs answers; below metrics.collector_timeout",
+    }];
 }
 
 impl Default for Settings {
@@ -94,7 +101,7 @@ struct FsUsage {
     avail: u64,
 }
 
-#[async_trait::async_trait]
+#[lxmetrics_plugin::async_trait]
 impl Collector for FilesystemCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let (sender, mut answers) = tokio::sync::mpsc::unbounded_channel::<Answer>();
@@ -219,14 +226,7 @@ mod tests {
         web.pid = Some(101);
         let mut db = Instance::container("db", "lxc.payload.prod_db");
         db.pid = Some(201);
-        Scope {
-            instances: vec![web, db].into(),
-            host: Arc::new(HostPaths {
-                proc_root: fixture.join("proc"),
-                sys_root: fixture.join("sys"),
-                cgroup_root: fixture.join("cgroup"),
-            }),
-        }
+        Scope::new(vec![web, db], HostPaths::under(fixture))
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Parsers for the few host-wide proc and sys files the collectors need.
 
-use crate::cgroupfs::parse::{parse_u64, ParseError};
+use lxmetrics_plugin::{ParseError, ReadContext, ReadError};
+
+use crate::cgroupfs::parse_u64;
 
 /// `MemTotal` from `/proc/meminfo`, in bytes.
 pub fn meminfo_total(text: &str) -> Result<u64, ParseError> {
@@ -9,21 +11,14 @@ pub fn meminfo_total(text: &str) -> Result<u64, ParseError> {
             let mut fields = rest.split_whitespace();
             let kib = parse_u64(fields.next().unwrap_or(""), i + 1)?;
             return match fields.next() {
-                Some("kB") => kib.checked_mul(1024).ok_or_else(|| ParseError {
-                    line: i + 1,
-                    message: "MemTotal overflows".into(),
-                }),
-                _ => Err(ParseError {
-                    line: i + 1,
-                    message: "MemTotal without kB unit".into(),
-                }),
+                Some("kB") => kib
+                    .checked_mul(1024)
+                    .ok_or_else(|| ParseError::new(i + 1, "MemTotal overflows")),
+                _ => Err(ParseError::new(i + 1, "MemTotal without kB unit")),
             };
         }
     }
-    Err(ParseError {
-        line: 0,
-        message: "no MemTotal line".into(),
-    })
+    Err(ParseError::new(0, "no MemTotal line"))
 }
 
 /// `btime` from `/proc/stat`: when the host booted, in seconds since the epoch.
@@ -33,20 +28,14 @@ pub fn boot_time(text: &str) -> Result<u64, ParseError> {
             return parse_u64(rest.trim(), i + 1);
         }
     }
-    Err(ParseError {
-        line: 0,
-        message: "no btime line".into(),
-    })
+    Err(ParseError::new(0, "no btime line"))
 }
 
 /// Field 22 of `/proc/<pid>/stat`, `starttime`: when the process started, in clock
 /// ticks after boot. Fields are counted after the command name, which may hold spaces
 /// and parentheses, so after its last `)`.
 pub fn process_start_ticks(text: &str) -> Result<u64, ParseError> {
-    let bad = |message: &str| ParseError {
-        line: 1,
-        message: message.into(),
-    };
+    let bad = |message: &str| ParseError::new(1, message);
     let after_name = text
         .rfind(')')
         .map(|i| &text[i + 1..])
@@ -110,12 +99,7 @@ pub fn net_dev(text: &str) -> Result<Vec<InterfaceCounters>, ParseError> {
     for expected in ["Inter-|", " face |"] {
         match lines.next() {
             Some((_, l)) if l.starts_with(expected) => {}
-            _ => {
-                return Err(ParseError {
-                    line: 1,
-                    message: "missing the net/dev header".into(),
-                })
-            }
+            _ => return Err(ParseError::new(1, "missing the net/dev header")),
         }
     }
     let mut out = Vec::new();
@@ -123,19 +107,18 @@ pub fn net_dev(text: &str) -> Result<Vec<InterfaceCounters>, ParseError> {
         if line.trim().is_empty() {
             continue;
         }
-        let (name, counters) = line.split_once(':').ok_or_else(|| ParseError {
-            line: i + 1,
-            message: "no ':' after the interface name".into(),
-        })?;
+        let (name, counters) = line
+            .split_once(':')
+            .ok_or_else(|| ParseError::new(i + 1, "no ':' after the interface name"))?;
         let values: Vec<u64> = counters
             .split_whitespace()
             .map(|v| parse_u64(v, i + 1))
             .collect::<Result<_, _>>()?;
         if values.len() != 16 {
-            return Err(ParseError {
-                line: i + 1,
-                message: format!("expected 16 counters, found {}", values.len()),
-            });
+            return Err(ParseError::new(
+                i + 1,
+                format!("expected 16 counters, found {}", values.len()),
+            ));
         }
         out.push(InterfaceCounters {
             device: name.trim().to_owned(),
@@ -194,15 +177,9 @@ pub fn mountinfo_root(text: &str) -> Result<RootMount, ParseError> {
         let separator = fields
             .iter()
             .position(|f| *f == "-")
-            .ok_or_else(|| ParseError {
-                line: i + 1,
-                message: "no '-' separator".into(),
-            })?;
+            .ok_or_else(|| ParseError::new(i + 1, "no '-' separator"))?;
         if separator < 6 || fields.len() < separator + 3 {
-            return Err(ParseError {
-                line: i + 1,
-                message: "too few fields".into(),
-            });
+            return Err(ParseError::new(i + 1, "too few fields"));
         }
         if fields[4] == "/" {
             found = Some(RootMount {
@@ -211,10 +188,7 @@ pub fn mountinfo_root(text: &str) -> Result<RootMount, ParseError> {
             });
         }
     }
-    found.ok_or_else(|| ParseError {
-        line: 0,
-        message: "no mount on /".into(),
-    })
+    found.ok_or_else(|| ParseError::new(0, "no mount on /"))
 }
 
 /// Undoes mountinfo's octal escapes (`\040` is a space).
@@ -281,4 +255,49 @@ mod boot_time_tests {
         assert_eq!(process_start_ticks(stat).unwrap(), 987_654);
         assert!(process_start_ticks("4242 (x) S 1 2\n").is_err());
     }
+}
+
+/// Host-wide figures a refresh reads at most once, however many instances need them:
+/// the [`InstanceReader::State`](lxmetrics_plugin::InstanceReader::State) of the readers
+/// that use them.
+#[derive(Debug, Default)]
+pub(crate) struct HostFigures {
+    memory: Option<u64>,
+    online_cpus: Option<u64>,
+    boot_time: Option<u64>,
+}
+
+impl HostFigures {
+    /// The host's `MemTotal` in bytes.
+    pub(crate) fn memory(&mut self, ctx: &mut ReadContext<'_>) -> Result<u64, ReadError> {
+        let path = ctx.host.proc_root.join("meminfo");
+        once(&mut self.memory, || ctx.files.parse(&path, meminfo_total))
+    }
+
+    /// The number of online CPUs.
+    pub(crate) fn online_cpus(&mut self, ctx: &mut ReadContext<'_>) -> Result<u64, ReadError> {
+        let path = ctx.host.sys_root.join("devices/system/cpu/online");
+        once(&mut self.online_cpus, || {
+            ctx.files.parse(&path, crate::cgroupfs::cpu_list_len)
+        })
+    }
+
+    /// When the host booted (`btime` of `/proc/stat`).
+    pub(crate) fn boot_time(&mut self, ctx: &mut ReadContext<'_>) -> Result<u64, ReadError> {
+        let path = ctx.host.proc_root.join("stat");
+        once(&mut self.boot_time, || ctx.files.parse(&path, boot_time))
+    }
+}
+
+/// `slot`'s value, read with `read` the first time.
+fn once(
+    slot: &mut Option<u64>,
+    read: impl FnOnce() -> Result<u64, ReadError>,
+) -> Result<u64, ReadError> {
+    if let Some(v) = *slot {
+        return Ok(v);
+    }
+    let v = read()?;
+    *slot = Some(v);
+    Ok(v)
 }

@@ -6,21 +6,20 @@
 //! unit-tested on their own.
 
 pub mod cgroupfs;
-pub mod cpu;
-pub mod discovery;
-pub mod disk;
-pub mod exec;
-pub mod filesystem;
+mod cpu;
+mod discovery;
+mod disk;
+mod exec;
+mod filesystem;
 pub mod hostfs;
-pub mod link_speed;
-pub mod memory;
-pub mod network;
-pub mod per_instance;
-pub mod pressure;
-pub mod problem_log;
-pub mod processes;
+mod link_speed;
+mod memory;
+mod network;
+mod pressure;
+mod problem_log;
+mod processes;
 pub mod prom_text;
 pub mod relay;
-pub mod textfile;
+mod textfile;
 
 pub use discovery::CgroupDiscovery;

@@ -17,8 +17,7 @@ use std::time::Duration;
 
 use ethtool::{EthtoolAttr, EthtoolHandle, EthtoolHeader, EthtoolLinkModeAttr};
 use futures_util::StreamExt;
-use lxmetrics_core::collector::Scope;
-use lxmetrics_core::instance::InstanceIndex;
+use lxmetrics_plugin::{InstanceIndex, Scope};
 use rustix::thread::{move_into_link_name_space, LinkNameSpaceType};
 
 /// Speeds in megabits per second by interface name.

@@ -9,15 +9,16 @@
 //! boundaries: v2 `memory.events` (`low`, `high`, `max`, `oom`, `oom_kill`), v1
 //! `memory.failcnt` as `event="max"`.
 
-use lxmetrics_core::collector::Collection;
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    optional, BuildContext, BuildError, Collection, Controller, Family, Hierarchy, Instance,
+    InstanceIndex, InstanceReader, MetricDesc, MetricKind, Namespace, PerInstanceCollector,
+    ReadContext, ReadError,
+};
 
-use crate::cgroupfs::{optional, parse, Controller, Hierarchy, ReadError};
-use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
+use crate::cgroupfs as parse;
+use crate::hostfs::HostFigures;
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "memory",
     "Memory usage by kind, limit-derived totals, swap and OOM kills (cgroup memory)",
     build
@@ -109,7 +110,7 @@ pub struct MemoryValues {
 }
 
 /// The per-instance reader.
-pub struct MemoryReader;
+pub(crate) struct MemoryReader;
 
 fn stat_value(stat: &[(&str, u64)], sources: &[&str]) -> Option<u64> {
     let mut sum = 0u64;
@@ -121,10 +122,12 @@ fn stat_value(stat: &[(&str, u64)], sources: &[&str]) -> Option<u64> {
 
 impl InstanceReader for MemoryReader {
     type Values = MemoryValues;
+    type State = HostFigures;
 
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
+        host: &mut HostFigures,
         instance: &Instance,
     ) -> Result<MemoryValues, ReadError> {
         let Some(hierarchy) = ctx.layout.hierarchy(Controller::Memory) else {
@@ -153,7 +156,7 @@ impl InstanceReader for MemoryReader {
             .files
             .parse(&dir.join(usage_file), parse::single_value)?;
         let limit = ctx.files.parse(&dir.join(limit_file), parse::limit_value)?;
-        let host_total = ctx.host_memory()?;
+        let host_total = host.memory(ctx)?;
         let total = limit.filter(|l| *l < host_total).unwrap_or(host_total);
         let free = total.saturating_sub(usage);
 
@@ -236,10 +239,10 @@ impl InstanceReader for MemoryReader {
                 };
                 families[slot]
                     .get_or_insert_with(|| Family::new(key_desc(key), &[]))
-                    .push(index, [""; 0], value as f64);
+                    .push(index, (), value as f64);
             }
             if let Some(kills) = v.oom_kills {
-                oom.push(index, [""; 0], kills as f64);
+                oom.push(index, (), kills as f64);
             }
         }
         let mut families: Vec<Family> = families.into_iter().flatten().collect();

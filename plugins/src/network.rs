@@ -4,20 +4,18 @@
 //! (`lxd_network_speed_bytes{device}`, bytes per second) comes from ethtool netlink inside
 //! the same namespace where the driver reports one ([`crate::link_speed`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    BuildContext, BuildError, CollectError, Collection, Collector, Family, Instance, InstanceIndex,
+    InstanceReader, MetricDesc, MetricKind, Namespace, PerInstanceCollector, ReadContext,
+    ReadError, Scope,
+};
 
-use crate::cgroupfs::ReadError;
 use crate::hostfs::{self, InterfaceCounters};
 use crate::link_speed;
-use crate::per_instance::{self, InstanceReader, ReadContext};
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "network",
     "Network bytes, packets, errors and drops per interface (instance network namespace)",
     NetworkCollector::build
@@ -35,18 +33,18 @@ const SPEED_TIMEOUT: Duration = Duration::from_secs(1);
 const COUNTERS: [&str; 4] = ["bytes", "packets", "errs", "drop"];
 
 /// Reads network counters.
-pub struct NetworkCollector(Arc<NetworkReader>);
+pub struct NetworkCollector(PerInstanceCollector<NetworkReader>);
 
 impl NetworkCollector {
     fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
-        Ok(NetworkCollector(Arc::new(NetworkReader)))
+        Ok(NetworkCollector(PerInstanceCollector::new(NetworkReader)))
     }
 }
 
-#[async_trait::async_trait]
+#[lxmetrics_plugin::async_trait]
 impl Collector for NetworkCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        let mut out = per_instance::collect(&self.0, scope).await?;
+        let mut out = self.0.collect(scope).await?;
         let speeds = link_speed::link_speeds(scope, SPEED_TIMEOUT).await;
         let mut family = Family::new(SPEED, &["device"]);
         for (index, interfaces) in speeds {
@@ -61,14 +59,16 @@ impl Collector for NetworkCollector {
 }
 
 /// The per-instance reader.
-pub struct NetworkReader;
+pub(crate) struct NetworkReader;
 
 impl InstanceReader for NetworkReader {
     type Values = Vec<InterfaceCounters>;
+    type State = ();
 
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
+        _: &mut (),
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
         let Some(pid) = instance.pid else {

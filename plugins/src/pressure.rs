@@ -14,15 +14,14 @@
 //! A host without PSI (kernel without `CONFIG_PSI`, or `psi=0`, or v1 only) has no such
 //! files: the series are absent, never zero.
 
-use lxmetrics_core::collector::Collection;
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    optional, BuildContext, BuildError, Collection, Family, Instance, InstanceIndex,
+    InstanceReader, MetricDesc, PerInstanceCollector, ReadContext, ReadError,
+};
 
-use crate::cgroupfs::{optional, parse, ReadError};
-use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
+use crate::cgroupfs as parse;
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "pressure",
     "Time instances waited for CPU, memory and I/O (cgroup v2 pressure stall information)",
     build
@@ -89,15 +88,17 @@ fn build(_: &BuildContext<'_>) -> Result<PressureCollector, BuildError> {
 }
 
 /// The per-instance reader.
-pub struct PressureReader;
+pub(crate) struct PressureReader;
 
 impl InstanceReader for PressureReader {
     /// Seconds per family of [`FAMILIES`], `None` where the host has no value.
     type Values = [Option<f64>; 5];
+    type State = ();
 
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
+        _: &mut (),
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
         let mut values = [None; 5];
@@ -131,7 +132,7 @@ impl InstanceReader for PressureReader {
         for (index, seconds) in values {
             for (family, value) in families.iter_mut().zip(seconds) {
                 if let Some(value) = value {
-                    family.push(index, [""; 0], value);
+                    family.push(index, (), value);
                 }
             }
         }

@@ -5,15 +5,15 @@
 
 use std::path::Path;
 
-use lxmetrics_core::collector::Collection;
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    optional, BuildContext, BuildError, Collection, Controller, Family, FileReader, Instance,
+    InstanceIndex, InstanceReader, MetricDesc, PerInstanceCollector, ReadContext, ReadError,
+};
 
-use crate::cgroupfs::{optional, parse, Controller, FileReader, ReadError};
-use crate::per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
+use crate::cgroupfs as parse;
+use crate::hostfs::HostFigures;
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "processes",
     "Number of processes per instance (cgroup pids)",
     build
@@ -36,28 +36,30 @@ fn build(_: &BuildContext<'_>) -> Result<ProcessesCollector, BuildError> {
 }
 
 /// The per-instance reader.
-pub struct ProcessesReader;
+pub(crate) struct ProcessesReader;
 
 impl InstanceReader for ProcessesReader {
     /// The process count, and the boot time when it could be read.
     type Values = (u64, Option<f64>);
+    type State = HostFigures;
 
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
+        host: &mut HostFigures,
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
         let count = procs(ctx, instance)?;
-        Ok((count, boot_time(ctx, instance)?))
+        Ok((count, boot_time(ctx, host, instance)?))
     }
 
     fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
         let mut procs = Family::new(PROCS, &[]);
         let mut boot = Family::new(BOOT_TIME, &[]);
         for (index, (count, booted)) in values {
-            procs.push(index, [""; 0], count as f64);
+            procs.push(index, (), count as f64);
             if let Some(booted) = booted {
-                boot.push(index, [""; 0], booted);
+                boot.push(index, (), booted);
             }
         }
         out.push(procs);
@@ -81,11 +83,15 @@ fn procs(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<u64, ReadErro
 
 /// When the instance's init process started: absent when the host or the process does
 /// not say (no `btime`, the process gone, a fixture without `/proc/<pid>/stat`).
-fn boot_time(ctx: &mut ReadContext<'_>, instance: &Instance) -> Result<Option<f64>, ReadError> {
+fn boot_time(
+    ctx: &mut ReadContext<'_>,
+    host: &mut HostFigures,
+    instance: &Instance,
+) -> Result<Option<f64>, ReadError> {
     let Some(pid) = instance.pid else {
         return Ok(None);
     };
-    let Some(booted) = optional(ctx.boot_time())? else {
+    let Some(booted) = optional(host.boot_time(ctx))? else {
         return Ok(None);
     };
     let stat = ctx.host.proc_root.join(pid.to_string()).join("stat");

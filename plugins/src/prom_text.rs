@@ -12,7 +12,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use lxmetrics_core::metric::{MetricKind, SeriesSuffix};
+use lxmetrics_plugin::{MetricKind, SeriesSuffix};
 
 /// One series: its labels in the order they were written, and its value.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,7 +99,7 @@ impl Parser {
             return Ok(()); // an ordinary comment
         }
         let name = words.next().unwrap_or_default();
-        if !lxmetrics_core::metric::is_valid_metric_name(name) {
+        if !lxmetrics_plugin::is_valid_metric_name(name) {
             return Err(format!(
                 "# {keyword}: \"{name}\" is not a valid metric name"
             ));
@@ -154,7 +154,7 @@ impl Parser {
     fn sample(&mut self, line: &str) -> Result<(), String> {
         let name_end = line.find(['{', ' ', '\t']).unwrap_or(line.len());
         let name = &line[..name_end];
-        if !lxmetrics_core::metric::is_valid_metric_name(name) {
+        if !lxmetrics_plugin::is_valid_metric_name(name) {
             return Err(format!("\"{name}\" is not a valid metric name"));
         }
         let mut rest = &line[name_end..];
@@ -382,7 +382,7 @@ fn parse_labels<'a>(
             .find('=')
             .ok_or_else(|| "a label has no '='".to_owned())?;
         let label = input[..eq].trim();
-        if !lxmetrics_core::metric::is_valid_label_name(label) {
+        if !lxmetrics_plugin::is_valid_label_name(label) {
             return Err(format!("\"{label}\" is not a valid label name"));
         }
         let after = input[eq + 1..].trim_start();

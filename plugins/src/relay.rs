@@ -15,9 +15,8 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use lxmetrics_core::daemon_metrics;
-use lxmetrics_core::instance::InstanceIndex;
-use lxmetrics_core::metric::{
-    Family, LabelValues, MetricDesc, MetricKind, Namespace, Sample, SeriesSuffix,
+use lxmetrics_plugin::{
+    Family, InstanceIndex, LabelValues, MetricDesc, MetricKind, Namespace, Sample, SeriesSuffix,
 };
 
 use crate::prom_text::ParsedFamily;
@@ -169,7 +168,7 @@ impl RelayedFamilies {
         Ok(())
     }
 
-    /// The merged families, for a [`Collection`](lxmetrics_core::collector::Collection).
+    /// The merged families, for a [`Collection`](lxmetrics_plugin::Collection).
     pub fn into_families(self) -> Vec<Family> {
         self.families
     }
@@ -236,7 +235,7 @@ impl RelayedFamilies {
         let order: Vec<String> = match existing {
             Some(index) => {
                 let have = &self.families[index];
-                let mut theirs: Vec<&str> = have.label_names.iter().map(|l| l.as_str()).collect();
+                let mut theirs: Vec<&str> = have.label_names.iter().collect();
                 let mut ours: Vec<&str> = label_names.iter().map(String::as_str).collect();
                 theirs.sort_unstable();
                 ours.sort_unstable();
@@ -275,7 +274,7 @@ impl RelayedFamilies {
                             .labels
                             .iter()
                             .find(|(n, _)| n == label)
-                            .map(|(_, v)| v.as_str().into())
+                            .map(|(_, v)| v.as_str())
                             .unwrap_or_default()
                     })
                     .collect(),
@@ -368,8 +367,8 @@ app_requests_total 7
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         let families = relayed.into_families();
         assert_eq!(families.len(), 1);
-        assert_eq!(families[0].label_names.as_slice(), ["b", "a"]);
-        assert_eq!(families[0].samples[1].label_values.as_slice(), ["4", "3"]);
+        assert_eq!(families[0].label_names, ["b", "a"]);
+        assert_eq!(families[0].samples[1].label_values, ["4", "3"]);
         assert_eq!(families[0].samples[0].instance, Some(0));
         assert_eq!(families[0].samples[1].instance, None);
         assert_eq!(families[0].desc.namespace, Namespace::Bare);
@@ -388,11 +387,11 @@ app_requests_total 7
         assert_eq!(families.len(), 1);
         let f = &families[0];
         assert_eq!(f.desc.kind, MetricKind::Histogram);
-        assert_eq!(f.label_names.as_slice(), ["job", "le"]);
+        assert_eq!(f.label_names, ["job", "le"]);
         assert_eq!(f.suffixes.len(), 8);
-        assert_eq!(f.samples[0].label_values.as_slice(), ["x", "1"]);
+        assert_eq!(f.samples[0].label_values, ["x", "1"]);
         // `_sum` and `_count` keep an empty, unwritten `le`; they are not duplicates.
-        assert_eq!(f.samples[2].label_values.as_slice(), ["x", ""]);
+        assert_eq!(f.samples[2].label_values, ["x", ""]);
         assert_eq!(f.suffix(2), SeriesSuffix::Sum);
         assert_eq!(f.suffix(3), SeriesSuffix::Count);
         assert_eq!(f.samples[4].instance, Some(1));

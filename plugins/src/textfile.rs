@@ -21,21 +21,23 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use lxmetrics_plugin::{
+    run_blocking, BuildContext, BuildError, CollectError, Collection, Collector, CollectorSettings,
+    Family, Instance, InstanceIndex, MetricDesc, Scope, SeriesOf, Setting,
+};
+
 use async_trait::async_trait;
-use lxmetrics_core::collector::{run_blocking, CollectError, Collection, Collector, Scope};
-use lxmetrics_core::instance::{Instance, InstanceIndex};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::problem_log::ProblemLog;
 use crate::prom_text;
 use crate::relay::RelayedFamilies;
 
-lxmetrics_core::register_collector!(
+lxmetrics_plugin::register_collector!(
     "textfile",
     "Series from *.prom files in collectors.textfile.directory (per instance under <project>/<name>/)",
     TextfileCollector::build,
+    settings = Settings,
     enabled = false
 );
 
@@ -49,7 +51,7 @@ const MTIME: MetricDesc = MetricDesc::gauge(
 );
 
 /// `[collectors.textfile]`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
     /// Where the `*.prom` files are.
@@ -61,6 +63,28 @@ struct Settings {
     max_instance_bytes: u64,
     /// Bytes read per refresh in all: the memory a refresh may spend on textfiles.
     max_refresh_bytes: u64,
+}
+
+impl CollectorSettings for Settings {
+    const KEYS: &'static [Setting] = &[
+        Setting {
+            key: "directory",
+            help:
+                "Where the *.prom files are (host files at the top, <project>/<name>/ per instance)",
+        },
+        Setting {
+            key: "max_file_bytes",
+            help: "A larger file is refused whole",
+        },
+        Setting {
+            key: "max_instance_bytes",
+            help: "Bytes read per refresh from one instance's directory; later files are refused",
+        },
+        Setting {
+            key: "max_refresh_bytes",
+            help: "Bytes read per refresh in all",
+        },
+    ];
 }
 
 impl Default for Settings {
@@ -380,7 +404,7 @@ fn is_textfile_name(name: &str) -> bool {
 fn push(family: &mut Family, instance: Option<InstanceIndex>, file: &str, value: f64) {
     match instance {
         Some(i) => family.push(i, [file], value),
-        None => family.push_unscoped([file], value),
+        None => family.push(SeriesOf::HOST, [file], value),
     }
 }
 
@@ -411,7 +435,7 @@ fn read_textfile(path: &Path, limit: (u64, &str)) -> Result<(String, Metadata), 
         ));
     }
     let mut bytes = Vec::with_capacity(usize::try_from(metadata.len()).unwrap_or(0));
-    crate::cgroupfs::read_capped(file, max, &mut bytes).map_err(|e| match e.kind() {
+    lxmetrics_plugin::read_capped(file, max, &mut bytes).map_err(|e| match e.kind() {
         std::io::ErrorKind::InvalidData => format!("over what {setting} leaves ({max})"),
         _ => format!("cannot read: {e}"),
     })?;
@@ -425,10 +449,9 @@ mod tests {
     use super::*;
 
     fn instance(name: &str, project: &str) -> Instance {
-        Instance {
-            project: project.into(),
-            ..Instance::container(name, format!("lxc.payload.{name}"))
-        }
+        let mut instance = Instance::container(name, format!("lxc.payload.{name}"));
+        instance.project = project.into();
+        instance
     }
 
     fn write(dir: &Path, rel: &str, text: &str) {
@@ -533,7 +556,7 @@ mod tests {
         find(c, "textfile_scrape_error")
             .samples
             .iter()
-            .find(|s| s.instance == instance && s.label_values[0] == file)
+            .find(|s| s.instance == instance && &s.label_values[0] == file)
             .map(|s| s.value)
     }
 
@@ -596,7 +619,7 @@ mod tests {
         assert!(mtimes
             .samples
             .iter()
-            .all(|s| s.label_values[0] != "bad.prom"));
+            .all(|s| &s.label_values[0] != "bad.prom"));
     }
 
     #[test]

@@ -8,12 +8,10 @@
 
 use std::sync::Arc;
 
-use lxmetrics_core::collector::Collection;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
-use lxmetrics_core::instance::{Instance, InstanceType};
-use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::scrape::{encode_instances, ScrapeRequest};
 use lxmetrics_core::snapshot::{ProjectFilter, SnapshotBuilder};
+use lxmetrics_plugin::{Collection, Family, Instance, InstanceType, MetricDesc};
 use lxmetrics_plugins::prom_text::parse;
 use proptest::prelude::*;
 
@@ -28,13 +26,7 @@ fn encode(builder: SnapshotBuilder, format: Format) -> String {
 }
 
 fn instance(name: String, project: String) -> Instance {
-    Instance {
-        name,
-        project,
-        kind: InstanceType::Container,
-        cgroup: "x".into(),
-        pid: None,
-    }
+    Instance::new(name, project, InstanceType::Container, "x")
 }
 
 /// Any string, with the characters that need escaping made likely.

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{CollectorsConfig, InstancesConfig};
 use lxmetrics_core::discovery::Discovery;
 use lxmetrics_core::engine::RefreshEngine;
@@ -18,6 +17,7 @@ use lxmetrics_core::exposition::{ContentEncoding, Format};
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::{encode_instances, ScrapeRequest};
 use lxmetrics_core::snapshot::{ProjectFilter, Snapshot};
+use lxmetrics_plugin::HostPaths;
 use lxmetrics_plugins::CgroupDiscovery;
 
 fn fixture(layout: &str) -> PathBuf {
@@ -28,11 +28,7 @@ fn fixture(layout: &str) -> PathBuf {
 
 fn host(layout: &str) -> HostPaths {
     let root = fixture(layout);
-    HostPaths {
-        proc_root: root.join("proc"),
-        sys_root: root.join("sys"),
-        cgroup_root: root.join("cgroup"),
-    }
+    HostPaths::under(root)
 }
 
 /// The default instance sources on a fixture host that is an LXD host (its `lxd.socket`
@@ -306,7 +302,7 @@ async fn network_counters_come_from_the_instance_pid() {
 #[tokio::test]
 async fn a_vanished_instance_drops_out_silently() {
     use lxmetrics_core::discovery::StaticDiscovery;
-    use lxmetrics_core::instance::Instance;
+    use lxmetrics_plugin::Instance;
     let host = Arc::new(host("v2"));
     let mut web = Instance::container("web", "lxc.payload.web");
     web.pid = Some(101);
@@ -338,7 +334,7 @@ async fn a_vanished_instance_drops_out_silently() {
 #[tokio::test]
 async fn custom_patterns_replace_the_presets() {
     use lxmetrics_core::config::InstanceSource;
-    use lxmetrics_core::instance::InstanceType;
+    use lxmetrics_plugin::InstanceType;
     let sources = vec![
         InstanceSource {
             pattern: Some("system.slice/docker-{name}.scope".into()),

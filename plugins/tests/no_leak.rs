@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{CollectorsConfig, InstancesConfig, MetricsConfig};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::engine::RefreshEngine;
@@ -19,6 +18,7 @@ use lxmetrics_core::exposition::{ContentEncoding, Format};
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
+use lxmetrics_plugin::HostPaths;
 use lxmetrics_plugins::CgroupDiscovery;
 
 struct Counting;
@@ -55,11 +55,7 @@ static ALLOCATOR: Counting = Counting;
 #[test]
 fn a_thousand_refreshes_hold_no_more_memory_than_ten() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hybrid");
-    let host = Arc::new(HostPaths {
-        proc_root: root.join("proc"),
-        sys_root: root.join("sys"),
-        cgroup_root: root.join("cgroup"),
-    });
+    let host = Arc::new(HostPaths::under(root));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

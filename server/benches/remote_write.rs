@@ -8,8 +8,7 @@
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lxmetrics_core::instance::Instance;
-use lxmetrics_core::metric::Family;
+use lxmetrics_plugin::{Family, Instance};
 use lxmetrics_server::remote_write::proto::{encode_batches, PushContext};
 
 #[path = "../../core/benches/support/fleet_shape.rs"]

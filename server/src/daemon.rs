@@ -8,12 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress, LoadedConfig};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::MetricsService;
+use lxmetrics_plugin::HostPaths;
 use tokio::sync::watch;
 
 use lxmetrics_plugins::CgroupDiscovery;
@@ -66,7 +66,7 @@ pub fn load_config(
 /// the settings came from.
 pub fn build_collectors(
     loaded: &LoadedConfig,
-) -> anyhow::Result<Vec<(&'static str, Arc<dyn lxmetrics_core::collector::Collector>)>> {
+) -> anyhow::Result<Vec<(&'static str, Arc<dyn lxmetrics_plugin::Collector>)>> {
     let config = &loaded.config;
     let host = Arc::new(config.host.clone());
     registry::build_enabled(&config.collectors, &config.metrics, &host).map_err(|e| {

@@ -142,6 +142,13 @@ fn print_collectors(config: &lxmetrics_core::config::Config) -> anyhow::Result<(
             if enabled { "yes" } else { "no" },
             registration.help
         );
+        for setting in lxmetrics_core::registry::settings_of(registration) {
+            let default = setting.default.as_deref().unwrap_or("(none)");
+            println!(
+                "{:width$}  {:7}    {} = {default}  # {}",
+                "", "", setting.key, setting.help
+            );
+        }
     }
     Ok(())
 }

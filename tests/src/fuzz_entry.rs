@@ -6,7 +6,7 @@
 //! invariants that are cheap to state; a panic anywhere is a finding.
 
 use lxmetrics_core::exposition::negotiate;
-use lxmetrics_plugins::cgroupfs::parse;
+use lxmetrics_plugins::cgroupfs as parse;
 use lxmetrics_plugins::{hostfs, prom_text};
 
 /// Every target name; `fuzz/fuzz_targets/<name>.rs` exists for each.
@@ -86,10 +86,10 @@ pub fn run(name: &str, data: &[u8]) {
         "prom_text" => {
             if let Ok(families) = prom_text::parse(text) {
                 for family in &families {
-                    assert!(lxmetrics_core::metric::is_valid_metric_name(&family.name));
+                    assert!(lxmetrics_plugin::is_valid_metric_name(&family.name));
                     for sample in &family.samples {
                         for (label, _) in &sample.labels {
-                            assert!(lxmetrics_core::metric::is_valid_label_name(label));
+                            assert!(lxmetrics_plugin::is_valid_label_name(label));
                         }
                     }
                 }

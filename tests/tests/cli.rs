@@ -169,6 +169,61 @@ fn collectors_command_lists_a_table() {
     }
 }
 
+/// Every setting a linked collector registered is listed under it with its default, and
+/// docs/configuration.md documents it: the operator sees `collectors.filesystem.timeout`
+/// without reading the source.
+#[test]
+fn collectors_command_lists_each_collectors_settings_and_the_docs_have_them() {
+    use lxmetrics_plugins as _;
+    let settings = lxmetrics_core::registry::collector_settings();
+    let keys: Vec<&str> = settings.iter().map(|s| s.key.as_str()).collect();
+    for expected in [
+        "collectors.filesystem.timeout",
+        "collectors.textfile.directory",
+        "collectors.textfile.max_instance_bytes",
+        "collectors.exec.commands",
+        "collectors.exec.concurrency",
+    ] {
+        assert!(
+            keys.contains(&expected),
+            "{expected} not registered: {keys:?}"
+        );
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = lxmetrics(state.path()).arg("collectors").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/configuration.md"
+    ))
+    .expect("docs/configuration.md");
+    for setting in &settings {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(setting.key.as_str()))
+            .unwrap_or_else(|| panic!("{} not listed:\n{stdout}", setting.key));
+        if let Some(default) = &setting.default {
+            assert!(line.contains(&format!("= {default}")), "{line}");
+        }
+        assert!(line.contains(setting.help), "{line}");
+        assert!(
+            docs.contains(&format!("`{}`", setting.key)),
+            "docs/configuration.md does not document `{}`",
+            setting.key
+        );
+    }
+    let timeout = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("collectors.filesystem.timeout"))
+        .unwrap();
+    assert!(timeout.contains("= \"3s\""), "{timeout}");
+}
+
 #[test]
 fn collectors_disable_is_reflected_in_the_listing() {
     let state = tempfile::tempdir().unwrap();

@@ -7,15 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::collector::{CollectError, Collection, Collector, HostPaths, Scope};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
-use lxmetrics_core::instance::{Instance, InstanceType};
-use lxmetrics_core::metric::{Family, MetricDesc};
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use lxmetrics_core::snapshot::ProjectFilter;
+use lxmetrics_plugin::{
+    CollectError, Collection, Collector, Family, HostPaths, Instance, InstanceType, MetricDesc,
+    Scope,
+};
 use lxmetrics_tests::{promtool_check_metrics, workspace_root, Daemon};
 
 /// One documented exception: a metric name (or prefix ending in `*`) and the message.
@@ -122,8 +123,8 @@ impl Collector for LxdShaped {
                     MetricDesc {
                         name: format!("memory_{k}_bytes").into(),
                         help: format!("The amount of {k} memory.").into(),
-                        kind: lxmetrics_core::metric::MetricKind::Gauge,
-                        namespace: lxmetrics_core::metric::Namespace::Prefixed,
+                        kind: lxmetrics_plugin::MetricKind::Gauge,
+                        namespace: lxmetrics_plugin::Namespace::Prefixed,
                     },
                     &[],
                 )
@@ -144,8 +145,8 @@ impl Collector for LxdShaped {
                     MetricDesc {
                         name: format!("network_{dir}_{what}_total").into(),
                         help: format!("Network {dir} {what}.").into(),
-                        kind: lxmetrics_core::metric::MetricKind::Counter,
-                        namespace: lxmetrics_core::metric::Namespace::Prefixed,
+                        kind: lxmetrics_plugin::MetricKind::Counter,
+                        namespace: lxmetrics_plugin::Namespace::Prefixed,
                     },
                     &["device"],
                 )
@@ -163,8 +164,8 @@ impl Collector for LxdShaped {
                 MetricDesc {
                     name: (*n).into(),
                     help: "Disk counter.".into(),
-                    kind: lxmetrics_core::metric::MetricKind::Counter,
-                    namespace: lxmetrics_core::metric::Namespace::Prefixed,
+                    kind: lxmetrics_plugin::MetricKind::Counter,
+                    namespace: lxmetrics_plugin::Namespace::Prefixed,
                 },
                 &["device"],
             )
@@ -177,8 +178,8 @@ impl Collector for LxdShaped {
                     MetricDesc {
                         name: format!("filesystem_{w}_bytes").into(),
                         help: format!("Filesystem {w} bytes.").into(),
-                        kind: lxmetrics_core::metric::MetricKind::Gauge,
-                        namespace: lxmetrics_core::metric::Namespace::Prefixed,
+                        kind: lxmetrics_plugin::MetricKind::Gauge,
+                        namespace: lxmetrics_plugin::Namespace::Prefixed,
                     },
                     &["device", "fstype", "mountpoint"],
                 )
@@ -198,11 +199,11 @@ impl Collector for LxdShaped {
                     );
                 }
             }
-            effective.push(i, [""; 0], 4.0);
+            effective.push(i, (), 4.0);
             for f in &mut memory {
-                f.push(i, [""; 0], 1_048_576.0);
+                f.push(i, (), 1_048_576.0);
             }
-            oom.push(i, [""; 0], 0.0);
+            oom.push(i, (), 0.0);
             for f in &mut net {
                 f.push(i, ["eth0"], 1000.0);
                 f.push(i, ["lo"], 10.0);
@@ -213,7 +214,7 @@ impl Collector for LxdShaped {
             for f in &mut fs {
                 f.push(i, ["/dev/sda1", "ext4", "/"], 1e10);
             }
-            procs.push(i, [""; 0], 7.0);
+            procs.push(i, (), 7.0);
         }
         c.push(cpu);
         c.push(effective);
@@ -231,10 +232,7 @@ impl Collector for LxdShaped {
 async fn lxd_shaped_output_passes_promtool_except_documented_rules() {
     let mut odd = Instance::container("we\"ird\\name\nx", "lxc.payload.weird");
     odd.project = "prod ünïcode".into();
-    let vm = Instance {
-        kind: InstanceType::VirtualMachine,
-        ..Instance::container("vm1", "qemu/vm1")
-    };
+    let vm = Instance::new("vm1", "default", InstanceType::VirtualMachine, "qemu/vm1");
     let engine = RefreshEngine::new(
         Arc::new(StaticDiscovery(vec![
             Instance::container("c1", "lxc.payload.c1"),

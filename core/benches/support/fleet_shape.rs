@@ -3,8 +3,7 @@
 //! like the built-in collectors make, a cpu family with `cpu`/`mode` labels (2 cpus x 2
 //! modes), 8 network families with a `device` label (2 devices), 40 plain gauges.
 
-use lxmetrics_core::instance::InstanceIndex;
-use lxmetrics_core::metric::{Family, MetricDesc, MetricKind, Namespace};
+use lxmetrics_plugin::{Family, InstanceIndex, MetricDesc, MetricKind, Namespace};
 
 /// Series per instance.
 pub const SERIES_PER_INSTANCE: usize = 60;
@@ -44,7 +43,7 @@ pub fn families(instances: impl Iterator<Item = InstanceIndex>) -> Vec<Family> {
             f.push(i, ["lo"], 1_234.0);
         }
         for f in &mut plain {
-            f.push(i, [""; 0], 4_294_967_296.0);
+            f.push(i, (), 4_294_967_296.0);
         }
     }
     std::iter::once(cpu).chain(net).chain(plain).collect()

@@ -6,8 +6,7 @@
 //! the order collectors produced them, labels as `name,project,type` then the family's
 //! own labels in declared order, so output is stable across scrapes. No timestamps.
 
-use crate::instance::{Instance, InstanceIndex};
-use crate::metric::{Family, MetricKind, Sample};
+use lxmetrics_plugin::{Family, Instance, InstanceIndex, MetricKind, Sample};
 
 use super::Format;
 
@@ -207,7 +206,7 @@ fn write_sample(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metric::MetricDesc;
+    use lxmetrics_plugin::{MetricDesc, SeriesOf};
 
     fn encode(format: Format, families: &[Family], instances: &[Instance]) -> String {
         let labels: Vec<_> = instances.iter().map(render_instance_labels).collect();
@@ -225,22 +224,38 @@ mod tests {
 
     #[test]
     fn histograms_and_summaries_write_each_series_under_its_name() {
-        use crate::metric::{MetricKind, SeriesSuffix};
+        use lxmetrics_plugin::{MetricKind, SeriesSuffix};
         let desc = |name: &'static str, kind| MetricDesc {
             name: name.into(),
             help: "h".into(),
             kind,
-            namespace: crate::metric::Namespace::Bare,
+            namespace: lxmetrics_plugin::Namespace::Bare,
         };
         let mut h = Family::new(desc("job_seconds", MetricKind::Histogram), &["job", "le"]);
-        h.push_part(Some(0), SeriesSuffix::Bucket, ["a", "1"], 2.0);
-        h.push_part(Some(0), SeriesSuffix::Bucket, ["a", "+Inf"], 3.0);
-        h.push_part(Some(0), SeriesSuffix::Sum, ["a", ""], 4.5);
-        h.push_part(Some(0), SeriesSuffix::Count, ["a", ""], 3.0);
+        h.push(
+            SeriesOf::instance(0).part(SeriesSuffix::Bucket),
+            ["a", "1"],
+            2.0,
+        );
+        h.push(
+            SeriesOf::instance(0).part(SeriesSuffix::Bucket),
+            ["a", "+Inf"],
+            3.0,
+        );
+        h.push(
+            SeriesOf::instance(0).part(SeriesSuffix::Sum),
+            ["a", ""],
+            4.5,
+        );
+        h.push(
+            SeriesOf::instance(0).part(SeriesSuffix::Count),
+            ["a", ""],
+            3.0,
+        );
         let mut s = Family::new(desc("rpc_seconds", MetricKind::Summary), &["quantile"]);
-        s.push_part(None, SeriesSuffix::Plain, ["0.5"], 0.25);
-        s.push_part(None, SeriesSuffix::Sum, [""], 10.0);
-        s.push_part(None, SeriesSuffix::Count, [""], 40.0);
+        s.push(SeriesOf::HOST.part(SeriesSuffix::Plain), ["0.5"], 0.25);
+        s.push(SeriesOf::HOST.part(SeriesSuffix::Sum), [""], 10.0);
+        s.push(SeriesOf::HOST.part(SeriesSuffix::Count), [""], 40.0);
         let instances = [Instance::container("c1", "c1")];
         let i = "name=\"c1\",project=\"default\",type=\"container\"";
         let want = format!(
@@ -312,12 +327,12 @@ mod tests {
         );
         cpu.push(0, ["0", "user"], 1.5);
         let mut procs = Family::new(MetricDesc::gauge("procs_total", "Processes"), &[]);
-        procs.push(0, [""; 0], 3.0);
+        procs.push(0, (), 3.0);
         let mut start = Family::new(
             MetricDesc::gauge("process_start_time_seconds", "Start").bare(),
             &[],
         );
-        start.push_unscoped([""; 0], 1700000000.0);
+        start.push(SeriesOf::HOST, (), 1700000000.0);
         (vec![cpu, procs, start], vec![web])
     }
 
@@ -353,7 +368,7 @@ mod tests {
     #[test]
     fn openmetrics_counter_samples_always_end_in_total() {
         let mut f = Family::new(MetricDesc::counter("odd_counter", "h"), &[]);
-        f.push_unscoped([""; 0], 1.0);
+        f.push(SeriesOf::HOST, (), 1.0);
         let out = encode(Format::OpenMetrics, &[f], &[]);
         assert_eq!(
             out,
@@ -368,7 +383,7 @@ mod tests {
             ..MetricDesc::gauge("relayed", "h").bare()
         };
         let mut f = Family::new(desc, &[]);
-        f.push_unscoped([""; 0], 2.0);
+        f.push(SeriesOf::HOST, (), 2.0);
         let families = [f];
         let text = encode(Format::PrometheusText, &families, &[]);
         assert_eq!(

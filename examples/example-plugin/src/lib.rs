@@ -1,16 +1,18 @@
 //! An example third-party collector: `lxd_example_init_pid` reports the pid of the
 //! process discovery found in each instance. It shows the whole plugin contract in one
 //! file: register with one line, build from the collector's own config section, never
-//! block the runtime, report what could not be read instead of zeros.
+//! block the runtime, report what could not be read instead of zeros. It depends on
+//! `lxmetrics-plugin` alone.
 //!
 //! A daemon picks it up by linking the crate (`use lxmetrics_example_plugin as _;`); see
 //! `examples/custom-daemon`.
 
-use lxmetrics_core::collector::{CollectError, Collection, Collector, Scope};
-use lxmetrics_core::metric::{Family, MetricDesc};
-use lxmetrics_core::registry::{BuildContext, BuildError};
+use lxmetrics_plugin::{
+    async_trait, register_collector, BuildContext, BuildError, CollectError, Collection, Collector,
+    Family, MetricDesc, Scope,
+};
 
-lxmetrics_core::register_collector!(
+register_collector!(
     "example",
     "Example plugin: the pid of each instance's representative process",
     ExampleCollector::build
@@ -30,16 +32,16 @@ impl ExampleCollector {
     }
 }
 
-#[lxmetrics_core::async_trait]
+#[async_trait]
 impl Collector for ExampleCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         // Nothing here touches the disk; a collector that reads files would wrap the
-        // whole loop in `lxmetrics_core::collector::run_blocking`.
+        // whole loop in `lxmetrics_plugin::run_blocking`.
         let mut family = Family::new(INIT_PID, &[]);
         let mut collection = Collection::new();
         for (index, instance) in scope.indexed_instances() {
             match instance.pid {
-                Some(pid) => family.push(index, [""; 0], f64::from(pid)),
+                Some(pid) => family.push(index, (), f64::from(pid)),
                 None => collection.instance_failed(index, "no process known"),
             }
         }

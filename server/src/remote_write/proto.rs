@@ -5,8 +5,7 @@
 //! A snapshot is encoded series by series into requests of at most [`MAX_SERIES`]
 //! series, so the uncompressed buffer stays small at any fleet size.
 
-use lxmetrics_core::instance::Instance;
-use lxmetrics_core::metric::{Family, Sample};
+use lxmetrics_plugin::{Family, Instance, Sample};
 use prost::Message;
 
 /// Series per request, as Prometheus' own `max_samples_per_send` default.
@@ -184,7 +183,7 @@ pub fn decode(body: &[u8]) -> Result<WriteRequest, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lxmetrics_core::metric::{MetricDesc, Namespace};
+    use lxmetrics_plugin::{MetricDesc, Namespace, SeriesOf};
 
     #[test]
     fn series_carry_sorted_labels_and_are_split_into_batches() {
@@ -194,7 +193,7 @@ mod tests {
             family.push(0, [format!("m{i}")], i as f64);
         }
         let mut uptime = Family::new(MetricDesc::gauge("uptime_seconds", "h"), &[]);
-        uptime.push_unscoped([""; 0], 7.0);
+        uptime.push(SeriesOf::HOST, (), 7.0);
         let external = [
             ("job".to_owned(), "lxmetrics".to_owned()),
             ("mode".to_owned(), "ignored".to_owned()),
@@ -240,7 +239,7 @@ mod tests {
 
     #[test]
     fn histogram_series_have_their_own_names_and_le_only_on_buckets() {
-        use lxmetrics_core::metric::{MetricKind, SeriesSuffix};
+        use lxmetrics_plugin::{MetricKind, SeriesSuffix};
         let mut family = Family::new(
             MetricDesc {
                 name: "job_seconds".into(),
@@ -250,9 +249,9 @@ mod tests {
             },
             &["le"],
         );
-        family.push_part(None, SeriesSuffix::Bucket, ["+Inf"], 3.0);
-        family.push_part(None, SeriesSuffix::Sum, [""], 4.5);
-        family.push_part(None, SeriesSuffix::Count, [""], 3.0);
+        family.push(SeriesOf::HOST.part(SeriesSuffix::Bucket), ["+Inf"], 3.0);
+        family.push(SeriesOf::HOST.part(SeriesSuffix::Sum), [""], 4.5);
+        family.push(SeriesOf::HOST.part(SeriesSuffix::Count), [""], 3.0);
         let context = PushContext {
             prefix: "lxd",
             instances: &[],

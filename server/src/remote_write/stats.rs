@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use lxmetrics_core::metric::{Family, MetricDesc};
+use lxmetrics_plugin::{Family, MetricDesc, SeriesOf};
 
 const BATCHES: MetricDesc = MetricDesc::counter(
     "metrics_remote_write_batches_total",
@@ -44,18 +44,18 @@ impl PushStats {
     pub fn families(&self) -> Vec<Family> {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
         let mut batches = Family::new(BATCHES, &["result"]);
-        batches.push_unscoped(["sent"], load(&self.sent));
-        batches.push_unscoped(["refused"], load(&self.refused));
-        batches.push_unscoped(["dropped"], load(&self.dropped));
+        batches.push(SeriesOf::HOST, ["sent"], load(&self.sent));
+        batches.push(SeriesOf::HOST, ["refused"], load(&self.refused));
+        batches.push(SeriesOf::HOST, ["dropped"], load(&self.dropped));
         let mut retries = Family::new(RETRIES, &[]);
-        retries.push_unscoped([""; 0], load(&self.retries));
+        retries.push(SeriesOf::HOST, (), load(&self.retries));
         let mut queue = Family::new(QUEUE, &[]);
-        queue.push_unscoped([""; 0], load(&self.queue_bytes));
+        queue.push(SeriesOf::HOST, (), load(&self.queue_bytes));
         let mut out = vec![batches, retries, queue];
         let last = self.last_success_ms.load(Ordering::Relaxed);
         if last > 0 {
             let mut f = Family::new(LAST_SUCCESS, &[]);
-            f.push_unscoped([""; 0], last as f64 / 1000.0);
+            f.push(SeriesOf::HOST, (), last as f64 / 1000.0);
             out.push(f);
         }
         out

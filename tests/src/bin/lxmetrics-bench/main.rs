@@ -24,10 +24,10 @@ use std::time::{Duration, Instant};
 
 use cgroups_rs::fs::Cgroup;
 use cgroups_rs::CgroupPid;
-use lxmetrics_core::collector::HostPaths;
 use lxmetrics_core::config::{CollectorsConfig, InstancesConfig};
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
+use lxmetrics_plugin::HostPaths;
 use lxmetrics_plugins as _;
 use lxmetrics_plugins::CgroupDiscovery;
 use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, delete_cgroup};
@@ -76,7 +76,7 @@ impl Drop for Fleet {
 
 /// Every file a refresh reads, for the raw-read baseline (found by the same rules the
 /// collectors use, outside the timed loop).
-fn files_read(host: &HostPaths, instances: &[lxmetrics_core::instance::Instance]) -> Vec<PathBuf> {
+fn files_read(host: &HostPaths, instances: &[lxmetrics_plugin::Instance]) -> Vec<PathBuf> {
     let root = &host.cgroup_root;
     let v2 = root.join("cgroup.controllers").is_file();
     let dir = |controller: &str, rel: &str| -> PathBuf {

@@ -1,26 +1,31 @@
-//! The loop every cgroup collector shares (and plugin crates may reuse): on one blocking thread, detect the layout,
-//! then read each instance's values into a plain struct and hand complete structs to the
-//! collector's emitter. An instance whose cgroup vanished mid-refresh is dropped silently;
-//! one whose files are broken is reported with the reason.
+//! The shape every cgroup collector has, for plugins too: on one blocking thread, detect
+//! the cgroup layout, read each instance's values into a plain struct, and hand the
+//! complete structs to the collector's emitter. An instance whose cgroup vanished
+//! mid-refresh is dropped silently; one whose files are broken is reported with the
+//! reason; a value read once per refresh (a host figure, a device name) lives in the
+//! reader's [`InstanceReader::State`], not in a cache of the reader's own.
 
 use std::sync::Arc;
 
-use lxmetrics_core::collector::{
-    run_blocking, CollectError, Collection, Collector, HostPaths, Scope,
-};
-use lxmetrics_core::instance::{Instance, InstanceIndex};
+use crate::collector::{run_blocking, CollectError, Collection, Collector, HostPaths, Scope};
+use crate::instance::{Instance, InstanceIndex};
+use crate::layout::Layout;
+use crate::read::{FileReader, ReadError};
 
-use crate::cgroupfs::{FileReader, Layout, ReadError};
-
-/// What a collector reads per instance.
+/// What a collector reads per instance; wrap it in a [`PerInstanceCollector`].
 pub trait InstanceReader: Send + Sync + 'static {
     /// One instance's values.
     type Values: Send;
+
+    /// What the reads of one refresh share (host-wide figures read once, names already
+    /// resolved): a fresh `Default` at the start of every refresh, `()` when nothing is.
+    type State: Default;
 
     /// Reads one instance. Errors drop the instance from this collector for this refresh.
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
+        state: &mut Self::State,
         instance: &Instance,
     ) -> Result<Self::Values, ReadError>;
 
@@ -28,58 +33,19 @@ pub trait InstanceReader: Send + Sync + 'static {
     fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection);
 }
 
-/// Per-refresh state handed to [`InstanceReader::read`].
+/// What [`InstanceReader::read`] is given besides the instance.
+#[non_exhaustive]
 pub struct ReadContext<'a> {
     /// The detected cgroup layout.
     pub layout: &'a Layout,
     /// Host roots.
     pub host: &'a HostPaths,
-    /// A reused buffer.
+    /// A reader whose buffer is reused across the refresh.
     pub files: FileReader,
-    host_memory: Option<u64>,
-    online_cpus: Option<u64>,
-    boot_time: Option<u64>,
-}
-
-impl ReadContext<'_> {
-    /// The host's `MemTotal`, read once per refresh.
-    pub fn host_memory(&mut self) -> Result<u64, ReadError> {
-        if let Some(v) = self.host_memory {
-            return Ok(v);
-        }
-        let path = self.host.proc_root.join("meminfo");
-        let v = self.files.parse(&path, crate::hostfs::meminfo_total)?;
-        self.host_memory = Some(v);
-        Ok(v)
-    }
-
-    /// When the host booted (`btime` of `/proc/stat`), read once per refresh.
-    pub(crate) fn boot_time(&mut self) -> Result<u64, ReadError> {
-        if let Some(v) = self.boot_time {
-            return Ok(v);
-        }
-        let path = self.host.proc_root.join("stat");
-        let v = self.files.parse(&path, crate::hostfs::boot_time)?;
-        self.boot_time = Some(v);
-        Ok(v)
-    }
-
-    /// The number of online CPUs, read once per refresh.
-    pub fn online_cpus(&mut self) -> Result<u64, ReadError> {
-        if let Some(v) = self.online_cpus {
-            return Ok(v);
-        }
-        let path = self.host.sys_root.join("devices/system/cpu/online");
-        let v = self
-            .files
-            .parse(&path, crate::cgroupfs::parse::cpu_list_len)?;
-        self.online_cpus = Some(v);
-        Ok(v)
-    }
 }
 
 /// Runs `reader` over every instance on the blocking pool.
-pub async fn collect<R: InstanceReader>(
+async fn collect<R: InstanceReader>(
     reader: &Arc<R>,
     scope: &Scope,
 ) -> Result<Collection, CollectError> {
@@ -89,7 +55,7 @@ pub async fn collect<R: InstanceReader>(
     run_blocking(move || collect_blocking(&*reader, &instances, &host)).await?
 }
 
-/// The same, on the calling thread (tests, benchmarks).
+/// The same, on the calling thread.
 fn collect_blocking<R: InstanceReader>(
     reader: &R,
     instances: &[Instance],
@@ -101,16 +67,14 @@ fn collect_blocking<R: InstanceReader>(
         layout: &layout,
         host,
         files: FileReader::new(),
-        host_memory: None,
-        online_cpus: None,
-        boot_time: None,
     };
+    let mut state = R::State::default();
     let mut out = Collection::new();
     let mut values = Vec::with_capacity(instances.len());
     let mut slowest: Option<(InstanceIndex, std::time::Duration)> = None;
     for (index, instance) in (0..).zip(instances) {
         let started = std::time::Instant::now();
-        let result = reader.read(&mut ctx, instance);
+        let result = reader.read(&mut ctx, &mut state, instance);
         let took = started.elapsed();
         if slowest.is_none_or(|(_, longest)| took > longest) {
             slowest = Some((index, took));
@@ -132,6 +96,7 @@ fn vanished(layout: &Layout, instance: &Instance) -> bool {
 }
 
 /// A collector made of an [`InstanceReader`]: every cgroup collector has this shape.
+/// Register its constructor, e.g. `|_| Ok(PerInstanceCollector::new(MyReader))`.
 pub struct PerInstanceCollector<R>(Arc<R>);
 
 impl<R: InstanceReader> PerInstanceCollector<R> {
@@ -141,7 +106,7 @@ impl<R: InstanceReader> PerInstanceCollector<R> {
     }
 }
 
-#[async_trait::async_trait]
+#[crate::async_trait]
 impl<R: InstanceReader> Collector for PerInstanceCollector<R> {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         collect(&self.0, scope).await

@@ -34,7 +34,11 @@ impl fmt::Display for InstanceType {
 ///
 /// Collectors receive instances in a slice and refer to them by [`InstanceIndex`], so a
 /// sample carries a 4-byte index instead of three label strings.
+///
+/// More facts will be added (status, devices), so it is built with [`Instance::new`] or
+/// [`Instance::container`], not a struct literal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct Instance {
     /// Instance name (the `name` label).
     pub name: String,
@@ -52,15 +56,31 @@ pub struct Instance {
 }
 
 impl Instance {
-    /// A container in project `default` with no known process: handy for tests and plugins.
-    pub fn container(name: impl Into<String>, cgroup: impl Into<String>) -> Self {
+    /// An instance with no known process.
+    pub fn new(
+        name: impl Into<String>,
+        project: impl Into<String>,
+        kind: InstanceType,
+        cgroup: impl Into<String>,
+    ) -> Self {
         Instance {
             name: name.into(),
-            project: "default".to_owned(),
-            kind: InstanceType::Container,
+            project: project.into(),
+            kind,
             cgroup: cgroup.into(),
             pid: None,
         }
+    }
+
+    /// The same instance with `pid` as its known process.
+    pub fn with_pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
+    }
+
+    /// A container in project `default` with no known process: handy for tests and plugins.
+    pub fn container(name: impl Into<String>, cgroup: impl Into<String>) -> Self {
+        Instance::new(name, "default", InstanceType::Container, cgroup)
     }
 }
 

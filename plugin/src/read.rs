@@ -1,19 +1,46 @@
-//! Reading cgroup files: layout detection, a reusable-buffer file reader, and pure
-//! parsers. This is our own small reader because `cgroups-rs` cannot read a fixture root,
-//! reads a missing cgroup as zeros, and panics on device minors above 32767.
-
-pub mod layout;
-pub mod parse;
+//! Reading host files: a reusable-buffer file reader with a size bound, and the errors
+//! that say why a value is missing. Our own small reader because `cgroups-rs` cannot read
+//! a fixture root and reads a missing cgroup as zeros.
 
 use std::fmt;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-pub use layout::{Controller, Hierarchy, Layout};
-pub use parse::ParseError;
+/// What is wrong with a file's contents: what a parser given to [`FileReader::parse`]
+/// returns.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ParseError {
+    line: usize,
+    message: String,
+}
+
+impl ParseError {
+    /// A problem on 1-based `line` (0 when it is not on one line, e.g. an empty file).
+    pub fn new(line: usize, message: impl Into<String>) -> Self {
+        ParseError {
+            line,
+            message: message.into(),
+        }
+    }
+
+    /// The 1-based line, 0 when the problem is not on one line.
+    pub fn line(&self) -> usize {
+        self.line
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            0 => f.write_str(&self.message),
+            n => write!(f, "line {n}: {}", self.message),
+        }
+    }
+}
 
 /// Why a file's values are missing: it could not be read, or it made no sense.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ReadError {
     /// open/read failed (a vanished cgroup gives NotFound).
     Io(PathBuf, io::Error),
@@ -31,7 +58,7 @@ impl ReadError {
 /// A file's value, or `None` when the host has no such file (a kernel without the
 /// feature, a controller not enabled): such a series is left out, never sent as zero.
 /// Any other error stays an error.
-pub(crate) fn optional<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
+pub fn optional<T>(read: Result<T, ReadError>) -> Result<Option<T>, ReadError> {
     match read {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.is_not_found() => Ok(None),
@@ -50,9 +77,9 @@ impl fmt::Display for ReadError {
 
 impl std::error::Error for ReadError {}
 
-/// Files larger than this are refused: no cgroup or proc file we read comes close, and a
-/// bound keeps a malformed or hostile file from growing our memory.
-const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// Files larger than this are refused by [`FileReader`]: no cgroup or proc file comes
+/// close, and a bound keeps a malformed or hostile file from growing memory.
+pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Reads small files into one reused buffer (one `open` + `read` per file, no per-file
 /// allocation once the buffer has grown).
@@ -63,7 +90,7 @@ pub struct FileReader {
 
 /// Reads all of `source` into `into` (cleared first), refusing more than `max` bytes
 /// with `InvalidData`: the one bounded read for files whose size is not ours to choose.
-pub(crate) fn read_capped(source: impl Read, max: u64, into: &mut Vec<u8>) -> io::Result<()> {
+pub fn read_capped(source: impl Read, max: u64, into: &mut Vec<u8>) -> io::Result<()> {
     into.clear();
     source.take(max + 1).read_to_end(into)?;
     if into.len() as u64 > max {

@@ -13,7 +13,7 @@
 //!   [`Collection::instance_failed`], never by emitting 0;
 //! - do not emit the `name`, `project` or `type` labels yourself: give the instance index.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -44,8 +44,23 @@ impl Default for HostPaths {
     }
 }
 
-/// Everything a collector needs for one refresh.
-#[derive(Debug)]
+impl HostPaths {
+    /// `proc/`, `sys/` and `cgroup/` under `root`: the layout of a fixture host, so a
+    /// plugin's tests read a directory they ship instead of this machine.
+    pub fn under(root: impl AsRef<Path>) -> Self {
+        let root = root.as_ref();
+        HostPaths {
+            proc_root: root.join("proc"),
+            sys_root: root.join("sys"),
+            cgroup_root: root.join("cgroup"),
+        }
+    }
+}
+
+/// Everything a collector is given for one refresh. More may be added, so it is built
+/// with [`Scope::new`], not a struct literal.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Scope {
     /// The running instances found by discovery for this refresh.
     pub instances: Arc<[Instance]>,
@@ -54,6 +69,15 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// A refresh over `instances` reading host files under `host` (tests build one for a
+    /// fixture tree with [`HostPaths::under`]).
+    pub fn new(instances: impl Into<Arc<[Instance]>>, host: impl Into<Arc<HostPaths>>) -> Self {
+        Scope {
+            instances: instances.into(),
+            host: host.into(),
+        }
+    }
+
     /// The instances with their indexes, for building samples.
     pub fn indexed_instances(&self) -> impl Iterator<Item = (InstanceIndex, &Instance)> {
         (0..).zip(self.instances.iter())
@@ -139,6 +163,8 @@ where
 
 /// A source of instance metrics. Implement it, then register it with
 /// [`register_collector!`](crate::register_collector).
+///
+/// `#[async_trait]` is re-exported as [`crate::async_trait`].
 #[async_trait]
 pub trait Collector: Send + Sync + 'static {
     /// Collects families for the instances in `scope`.

@@ -1,33 +1,14 @@
-//! Pure parsers for cgroup v1 and v2 files. They take the file's text and return values
+//! Pure parsers for cgroup v1 and v2 files, for [`lxmetrics_plugin::FileReader::parse`]. They take the file's text and return values
 //! or a [`ParseError`] naming the line; they never return a default for something they
 //! could not read. Device numbers are `u32` (minors go up to 2^20; `cgroups-rs` panics
 //! above 32767).
 
 use std::fmt;
 
-/// What is wrong with a file's contents.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub struct ParseError {
-    /// 1-based line number, 0 when the problem is not on one line (empty file).
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.line {
-            0 => f.write_str(&self.message),
-            n => write!(f, "line {n}: {}", self.message),
-        }
-    }
-}
+use lxmetrics_plugin::ParseError;
 
 fn error(line: usize, message: impl Into<String>) -> ParseError {
-    ParseError {
-        line,
-        message: message.into(),
-    }
+    ParseError::new(line, message)
 }
 
 /// Parses a counter or byte count: a plain unsigned decimal that fits in u64.
@@ -311,23 +292,23 @@ pub fn pressure_totals(text: &str) -> Result<(Option<u64>, Option<u64>), ParseEr
         };
         let total = words
             .find_map(|w| w.strip_prefix("total="))
-            .ok_or_else(|| ParseError {
-                line: n + 1,
-                message: "no total=".into(),
-            })?;
-        *slot = Some(total.parse().map_err(|_| ParseError {
-            line: n + 1,
-            message: format!("total={total} is not a number"),
-        })?);
+            .ok_or_else(|| ParseError::new(n + 1, "no total="))?;
+        *slot = Some(
+            total
+                .parse()
+                .map_err(|_| error(n + 1, format!("total={total} is not a number")))?,
+        );
     }
     Ok((some, full))
 }
 
 /// v2 `cpu.max`: `<quota> <period>` in µs, quota `max` when unlimited.
 pub fn cpu_max(text: &str) -> Result<Option<f64>, ParseError> {
-    let bad = || ParseError {
-        line: 1,
-        message: format!("expected \"<quota|max> <period>\", got {:?}", text.trim()),
+    let bad = || {
+        error(
+            1,
+            format!("expected \"<quota|max> <period>\", got {:?}", text.trim()),
+        )
     };
     let mut words = text.split_whitespace();
     let (quota, period) = (words.next().ok_or_else(bad)?, words.next().ok_or_else(bad)?);
@@ -360,7 +341,7 @@ mod tests {
         assert_eq!(parse_u64("18446744073709551615", 1), Ok(u64::MAX));
         assert!(parse_u64("18446744073709551616", 1)
             .unwrap_err()
-            .message
+            .to_string()
             .contains("too large"));
         assert!(parse_u64("-1", 1).is_err());
         assert!(parse_u64("", 1).is_err());
@@ -384,7 +365,7 @@ mod tests {
             [("usage_usec", 100), ("user_usec", 60), ("system_usec", 40)]
         );
         let truncated = flat_keyed("anon 1\nfile", |_, _| {}).unwrap_err();
-        assert_eq!(truncated.line, 2);
+        assert_eq!(truncated.line(), 2);
         let bad = flat_keyed("anon 1\nfile x\n", |_, _| {}).unwrap_err();
         assert_eq!(bad.to_string(), "line 2: \"x\" is not a number");
         assert!(flat_keyed("", |_, _| {}).is_err());

@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-/// A cgroup controller whose files the collectors read.
+/// A cgroup controller whose files the collectors read. More may be added.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Controller {
     /// CPU time (`cpuacct` in v1, `cpu` in v2).
     Cpuacct,
@@ -75,7 +76,7 @@ pub struct Layout {
 #[error(
     "no cgroup hierarchy found under {0} (neither cgroup.controllers nor v1 controller mounts)"
 )]
-pub struct NoCgroups(pub PathBuf);
+pub struct NoCgroups(PathBuf);
 
 impl Layout {
     /// Detects the layout under `root` (normally `/sys/fs/cgroup`).
@@ -118,7 +119,7 @@ impl Layout {
 
     /// The v2 hierarchy, when there is one (v2 hosts, and `unified/` on hybrid hosts):
     /// where pressure (PSI) files are, whatever the v1 controllers.
-    pub(crate) fn unified(&self) -> Option<&Path> {
+    pub fn unified(&self) -> Option<&Path> {
         self.v2.as_deref()
     }
 

@@ -3,19 +3,22 @@
 //! A [`Family`] is one metric name with its help text, type and the names of its extra
 //! labels. Each [`Sample`] names the instance it belongs to by index (the `name`,
 //! `project` and `type` labels are rendered once per instance by the encoder) and holds
-//! the values of the extra labels in the family's order. Label values are
-//! [`CompactString`]s, which keep values up to 24 bytes inline, so a typical sample
-//! (`cpu="3"`, `mode="user"`) costs no heap allocation.
+//! the values of the extra labels in the family's order, in a [`LabelList`] that keeps up
+//! to two values of up to 24 bytes inline, so a typical sample (`cpu="3"`,
+//! `mode="user"`) costs no heap allocation.
 
 use std::borrow::Cow;
+use std::fmt;
 
 use compact_str::CompactString;
 use smallvec::SmallVec;
 
 use crate::instance::InstanceIndex;
 
-/// Prometheus metric type of a family.
+/// Prometheus metric type of a family. More kinds may come (native histograms), so
+/// matches need a wildcard arm.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum MetricKind {
     /// A value that only goes up (and resets to zero on restart).
     Counter,
@@ -102,7 +105,7 @@ pub enum Namespace {
 ///
 /// Collectors usually declare these as constants:
 /// ```
-/// use lxmetrics_core::metric::MetricDesc;
+/// use lxmetrics_plugin::MetricDesc;
 /// const PROCS: MetricDesc = MetricDesc::gauge("procs_total", "Number of running processes");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -111,7 +114,7 @@ pub struct MetricDesc {
     pub name: Cow<'static, str>,
     /// One line of help text.
     pub help: Cow<'static, str>,
-    /// Counter or gauge.
+    /// The Prometheus type.
     pub kind: MetricKind,
     /// Whether the configured prefix is prepended.
     pub namespace: Namespace,
@@ -155,7 +158,7 @@ impl MetricDesc {
 
     /// Writes [`MetricDesc::rendered_name`] into `out` (cleared first): the one place the
     /// prefix is put in front of a name, for the text encoders and remote write alike.
-    pub(crate) fn render_name_into(&self, prefix: &str, out: &mut Vec<u8>) {
+    pub fn render_name_into(&self, prefix: &str, out: &mut Vec<u8>) {
         out.clear();
         if self.namespace == Namespace::Prefixed && !prefix.is_empty() {
             out.extend_from_slice(prefix.as_bytes());
@@ -202,8 +205,197 @@ impl SeriesSuffix {
     }
 }
 
-/// Label values of one sample, in the order of its family's label names.
-pub type LabelValues = SmallVec<[CompactString; 2]>;
+/// An ordered list of label names or values.
+///
+/// Opaque on purpose: how the strings are stored (today inline up to 24 bytes, two per
+/// list without a heap allocation) is not part of the plugin contract. Build one with
+/// [`Labels`] (what [`Family::push`] takes) or `collect()`; read it as `&str`s.
+#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LabelList(SmallVec<[CompactString; 2]>);
+
+/// The label values of one sample, in the order of its family's label names.
+pub type LabelValues = LabelList;
+
+impl LabelList {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// How many entries.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Entry `index`, if there is one.
+    pub fn get(&self, index: usize) -> Option<&str> {
+        self.0.get(index).map(CompactString::as_str)
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &str> + DoubleEndedIterator + Clone {
+        self.0.iter().map(CompactString::as_str)
+    }
+
+    /// The first entry, if any.
+    pub fn first(&self) -> Option<&str> {
+        self.get(0)
+    }
+
+    /// The last entry, if any.
+    pub fn last(&self) -> Option<&str> {
+        self.0.last().map(CompactString::as_str)
+    }
+
+    /// True when some entry equals `value`.
+    pub fn contains(&self, value: &str) -> bool {
+        self.iter().any(|v| v == value)
+    }
+
+    /// Appends an entry.
+    pub fn push(&mut self, value: &str) {
+        self.0.push(CompactString::from(value));
+    }
+
+    /// Replaces entry `index` (no-op when out of range).
+    pub fn set(&mut self, index: usize, value: &str) {
+        if let Some(slot) = self.0.get_mut(index) {
+            *slot = CompactString::from(value);
+        }
+    }
+
+    /// Keeps the first `len` entries.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
+impl std::ops::Index<usize> for LabelList {
+    type Output = str;
+
+    fn index(&self, index: usize) -> &str {
+        self.0[index].as_str()
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> PartialEq<[S; N]> for LabelList {
+    fn eq(&self, other: &[S; N]) -> bool {
+        self.iter().eq(other.iter().map(AsRef::as_ref))
+    }
+}
+
+impl fmt::Debug for LabelList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl<S: AsRef<str>> FromIterator<S> for LabelList {
+    fn from_iter<I: IntoIterator<Item = S>>(iter: I) -> Self {
+        LabelList(
+            iter.into_iter()
+                .map(|s| CompactString::from(s.as_ref()))
+                .collect(),
+        )
+    }
+}
+
+impl<'a> IntoIterator for &'a LabelList {
+    type Item = &'a str;
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, CompactString>, fn(&CompactString) -> &str>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(CompactString::as_str)
+    }
+}
+
+/// The label values a sample is pushed with: `()` for none, an array, a slice or a `Vec`
+/// of strings, or a ready [`LabelList`].
+pub trait Labels {
+    /// The values as a list.
+    fn into_label_list(self) -> LabelList;
+}
+
+impl Labels for () {
+    fn into_label_list(self) -> LabelList {
+        LabelList::new()
+    }
+}
+
+impl Labels for LabelList {
+    fn into_label_list(self) -> LabelList {
+        self
+    }
+}
+
+impl<S: AsRef<str>, const N: usize> Labels for [S; N] {
+    fn into_label_list(self) -> LabelList {
+        self.iter().collect()
+    }
+}
+
+impl<S: AsRef<str>> Labels for &[S] {
+    fn into_label_list(self) -> LabelList {
+        self.iter().collect()
+    }
+}
+
+impl<S: AsRef<str>> Labels for Vec<S> {
+    fn into_label_list(self) -> LabelList {
+        self.iter().collect()
+    }
+}
+
+/// Whom a sample belongs to and, for a histogram or summary, which of its series it is:
+/// the first argument of [`Family::push`]. An [`InstanceIndex`] converts into it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeriesOf {
+    instance: Option<InstanceIndex>,
+    suffix: SeriesSuffix,
+}
+
+impl SeriesOf {
+    /// A series about the host or the daemon, not about one instance.
+    pub const HOST: SeriesOf = SeriesOf {
+        instance: None,
+        suffix: SeriesSuffix::Plain,
+    };
+
+    /// A series of instance `index`.
+    pub const fn instance(index: InstanceIndex) -> Self {
+        SeriesOf {
+            instance: Some(index),
+            suffix: SeriesSuffix::Plain,
+        }
+    }
+
+    /// The same owner, for the `suffix` series of a histogram or summary (its label
+    /// values then end with the bound label's value, empty for `_sum` and `_count`).
+    pub const fn part(mut self, suffix: SeriesSuffix) -> Self {
+        self.suffix = suffix;
+        self
+    }
+}
+
+impl From<Option<InstanceIndex>> for SeriesOf {
+    fn from(index: Option<InstanceIndex>) -> Self {
+        SeriesOf {
+            instance: index,
+            suffix: SeriesSuffix::Plain,
+        }
+    }
+}
+
+impl From<InstanceIndex> for SeriesOf {
+    fn from(index: InstanceIndex) -> Self {
+        SeriesOf::instance(index)
+    }
+}
 
 /// One series value.
 #[derive(Clone, Debug, PartialEq)]
@@ -222,7 +414,7 @@ pub struct Family {
     /// Name, help and type.
     pub desc: MetricDesc,
     /// Names of the labels each sample carries besides `name`, `project` and `type`.
-    pub label_names: SmallVec<[CompactString; 2]>,
+    pub label_names: LabelList,
     /// The series.
     pub samples: Vec<Sample>,
     /// For histograms and summaries, which series each sample is (same length as
@@ -236,33 +428,10 @@ impl Family {
     pub fn new(desc: MetricDesc, label_names: &[&str]) -> Self {
         Family {
             desc,
-            label_names: label_names
-                .iter()
-                .map(|n| CompactString::from(*n))
-                .collect(),
+            label_names: label_names.iter().collect(),
             samples: Vec::new(),
             suffixes: Vec::new(),
         }
-    }
-
-    /// Adds one series of a histogram or summary: `label_values` include the bound
-    /// label's value last (`le`, `quantile`; empty for `_sum` and `_count`).
-    pub fn push_part<I, V>(
-        &mut self,
-        instance: Option<InstanceIndex>,
-        suffix: SeriesSuffix,
-        label_values: I,
-        value: f64,
-    ) where
-        I: IntoIterator<Item = V>,
-        V: Into<CompactString>,
-    {
-        self.samples.push(Sample {
-            instance,
-            label_values: label_values.into_iter().map(Into::into).collect(),
-            value,
-        });
-        self.suffixes.push(suffix);
     }
 
     /// The suffix of sample `index` (`Plain` for families without suffixes).
@@ -301,31 +470,22 @@ impl Family {
         self.suffixes = kept;
     }
 
-    /// Adds a series for an instance. `label_values` must match [`Family::label_names`]
-    /// in length; a mismatch is caught when the snapshot is assembled and drops the family.
-    pub fn push<I, V>(&mut self, instance: InstanceIndex, label_values: I, value: f64)
-    where
-        I: IntoIterator<Item = V>,
-        V: Into<CompactString>,
-    {
+    /// Adds a series: `of` is an instance index, [`SeriesOf::HOST`], or either with
+    /// [`SeriesOf::part`] for a histogram's or summary's series; `labels` are the values
+    /// of [`Family::label_names`] in order (`()` for none). A length mismatch is caught
+    /// when the snapshot is assembled and drops the family, never served half-labelled.
+    pub fn push(&mut self, of: impl Into<SeriesOf>, labels: impl Labels, value: f64) {
+        let of = of.into();
         self.samples.push(Sample {
-            instance: Some(instance),
-            label_values: label_values.into_iter().map(Into::into).collect(),
+            instance: of.instance,
+            label_values: labels.into_label_list(),
             value,
         });
-    }
-
-    /// Adds a series that belongs to no instance (host or daemon level).
-    pub fn push_unscoped<I, V>(&mut self, label_values: I, value: f64)
-    where
-        I: IntoIterator<Item = V>,
-        V: Into<CompactString>,
-    {
-        self.samples.push(Sample {
-            instance: None,
-            label_values: label_values.into_iter().map(Into::into).collect(),
-            value,
-        });
+        if !self.desc.kind.suffixes().is_empty() || of.suffix != SeriesSuffix::Plain {
+            self.suffixes
+                .resize(self.samples.len() - 1, SeriesSuffix::Plain);
+            self.suffixes.push(of.suffix);
+        }
     }
 }
 
@@ -376,8 +536,9 @@ mod tests {
         f.push(0, ["12", "system"], 1.0);
         assert!(f.samples[0]
             .label_values
+            .0
             .iter()
             .all(|v| !v.is_heap_allocated()));
-        assert!(!f.samples[0].label_values.spilled());
+        assert!(!f.samples[0].label_values.0.spilled());
     }
 }
