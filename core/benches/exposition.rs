@@ -12,8 +12,8 @@ use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
+use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::scrape::{encode_instances, MetricsService, ScrapeRequest};
-use lxmetrics_core::snapshot::ProjectFilter;
 use lxmetrics_plugin::{CollectError, Collection, Collector, HostPaths, Instance, Scope};
 
 #[path = "support/fleet_shape.rs"]
@@ -51,6 +51,7 @@ fn service(runtime: &tokio::runtime::Runtime) -> MetricsService {
         vec![("synthetic", Arc::new(Synthetic))],
         Arc::new(HostPaths::default()),
         Duration::from_secs(30),
+        "lxd",
     );
     let svc = MetricsService::new(
         MetricsCache::new(Arc::new(engine), Duration::from_secs(3600)),

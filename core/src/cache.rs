@@ -140,6 +140,7 @@ mod tests {
             vec![("counting", Arc::new(Counting(count.clone())))],
             Arc::new(HostPaths::default()),
             Duration::from_secs(5),
+            "lxd",
         );
         (MetricsCache::new(Arc::new(engine), ttl), count)
     }

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::process;
-use crate::snapshot::{ProjectFilter, Snapshot};
+use crate::project_filter::ProjectFilter;
+use crate::snapshot::Snapshot;
 use lxmetrics_plugin::{Family, MetricDesc, SeriesOf};
 
 const UPTIME: MetricDesc = MetricDesc::gauge("uptime_seconds", "Daemon uptime in seconds");
@@ -36,31 +37,6 @@ const REFRESHES: MetricDesc = MetricDesc::counter(
     "metrics_refreshes_total",
     "Metric collections actually run (cache misses)",
 );
-
-/// Whether a collector family served as `rendered` (its full name under `prefix`, see
-/// [`MetricDesc::rendered_name`]) would collide with a daemon metric: the `process_*`
-/// names, the daemon's own names, and everything under `<prefix>_metrics_`.
-pub fn is_reserved(rendered: &str, prefix: &str) -> bool {
-    if rendered.starts_with("process_") {
-        return true;
-    }
-    let unprefixed = match prefix {
-        "" => Some(rendered),
-        p => rendered.strip_prefix(p).and_then(|r| r.strip_prefix('_')),
-    };
-    unprefixed.is_some_and(|name| {
-        name.starts_with("metrics_")
-            || [
-                &UPTIME,
-                &INSTANCES,
-                &API_COMPLETED,
-                &API_ONGOING,
-                &REFRESHES,
-            ]
-            .iter()
-            .any(|d| d.name == name)
-    })
-}
 
 /// How an API request ended, as LXD labels it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -302,6 +278,7 @@ impl DaemonTelemetry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::family_rules::is_reserved;
 
     #[test]
     fn results_follow_status_classes() {
@@ -356,6 +333,14 @@ mod tests {
         t.request_completed("metrics", RequestResult::Succeeded);
         let fams = t.families(&Snapshot::empty(), 3, &ProjectFilter::All);
         let names: Vec<&str> = fams.iter().map(|f| &*f.desc.name).collect();
+        // No collector can shadow any of them: the reserved list covers every family.
+        for f in &fams {
+            assert!(
+                is_reserved(&f.desc.rendered_name("lxd"), "lxd"),
+                "{}",
+                f.desc.name
+            );
+        }
         for expected in [
             "uptime_seconds",
             "instances",

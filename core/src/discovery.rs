@@ -2,7 +2,8 @@
 //!
 //! The refresh engine asks discovery once per refresh and hands the result to every
 //! collector. The cgroup-based implementation lives in `lxmetrics-plugins`; core only
-//! defines the seam and two trivial sources.
+//! defines the seam and a fixed list of instances (`StaticDiscovery`) for tests and
+//! embedders.
 
 use async_trait::async_trait;
 

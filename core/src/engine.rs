@@ -55,6 +55,10 @@ impl Drop for RunningGuard {
     }
 }
 
+/// The `collector` label under which discovery's own health is reported; no collector
+/// may register it.
+pub(crate) const DISCOVERY_STATUS: &str = "discovery";
+
 /// Runs refreshes. Shared by the cache; one refresh at a time is the cache's job.
 pub struct RefreshEngine {
     discovery: Arc<dyn Discovery>,
@@ -68,12 +72,15 @@ pub struct RefreshEngine {
 }
 
 impl RefreshEngine {
-    /// An engine over the given collectors (name, collector) with the given deadline.
+    /// An engine over the given collectors (name, collector) with the given deadline,
+    /// for snapshots served under `prefix` (`metrics.prefix`: family names are checked
+    /// for collisions as served, and the encoders use the same one).
     pub fn new(
         discovery: Arc<dyn Discovery>,
         collectors: Vec<NamedCollector>,
         host: Arc<HostPaths>,
         timeout: Duration,
+        prefix: &str,
     ) -> Self {
         let slots = collectors
             .into_iter()
@@ -92,15 +99,8 @@ impl RefreshEngine {
             refreshes: AtomicU64::new(0),
             slow_after: None,
             after_refresh: None,
-            prefix: Arc::from(crate::config::DEFAULT_METRIC_PREFIX),
+            prefix: Arc::from(prefix),
         }
-    }
-
-    /// The prefix snapshots are served under (`metrics.prefix`; `lxd` if not set): family
-    /// names are checked for collisions as served.
-    pub fn with_metric_prefix(mut self, prefix: &str) -> Self {
-        self.prefix = Arc::from(prefix);
-        self
     }
 
     /// The prefix snapshots are served under; the encoders use this one too.
@@ -128,7 +128,7 @@ impl RefreshEngine {
             .map(|slot| self.start(slot, scope.clone()))
             .collect();
 
-        let mut builder = SnapshotBuilder::new(instances).with_prefix(self.prefix.clone());
+        let mut builder = SnapshotBuilder::new(instances, self.prefix.clone());
         builder.add_status(discovery_status);
         for (slot, run) in self.slots.iter().zip(runs) {
             let outcome = match run {
@@ -206,7 +206,7 @@ impl RefreshEngine {
             tracing::warn!("discovery failed, serving no instances this refresh: {e}");
         }
         let status = CollectorStatus {
-            name: "discovery".into(),
+            name: DISCOVERY_STATUS.into(),
             success: error.is_none(),
             duration: started.elapsed(),
             failed_instances: 0,
@@ -370,6 +370,7 @@ mod tests {
             collectors,
             Arc::new(HostPaths::default()),
             Duration::from_secs(5),
+            "lxd",
         )
     }
 

@@ -6,7 +6,7 @@
 //!
 //! Data flows one way:
 //! [`discovery`] → instances → collectors (concurrently, in the [`engine`]) →
-//! [`snapshot`] → [`cache`] → project filter → [`exposition`] → response ([`scrape`]).
+//! [`snapshot`] → [`cache`] → [`project_filter`] → [`exposition`] → response ([`scrape`]).
 //!
 //! This crate is the daemon's, not a plugin author's: collectors are written against
 //! `lxmetrics-plugin`, the stable contract, and nothing here is promised to them.
@@ -18,8 +18,10 @@ pub mod daemon_metrics;
 pub mod discovery;
 pub mod engine;
 pub mod exposition;
+pub mod family_rules;
 pub mod fleet_config;
 pub mod process;
+pub mod project_filter;
 pub mod registry;
 pub mod scrape;
 pub mod snapshot;

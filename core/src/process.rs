@@ -50,8 +50,9 @@ pub fn self_stat() -> io::Result<SelfStat> {
     stat_at("/proc/self/stat")
 }
 
-/// Another process's stat (benchmarks compare the daemon's CPU with another exporter's).
-pub fn pid_stat(pid: u32) -> io::Result<SelfStat> {
+/// Another process's stat.
+#[cfg(test)]
+fn pid_stat(pid: u32) -> io::Result<SelfStat> {
     stat_at(&format!("/proc/{pid}/stat"))
 }
 

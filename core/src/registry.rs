@@ -62,6 +62,9 @@ pub enum SelectionError {
     /// The same name in both lists.
     #[error("collectors: \"{0}\" is in both enable and disable")]
     Both(String),
+    /// A collector registered a name the daemon uses for its own health series.
+    #[error("collector \"{0}\" uses a reserved name (the daemon reports discovery under it)")]
+    Reserved(&'static str),
     /// Two crates registered the same name.
     #[error("collector \"{0}\" is registered twice (two linked crates use the name)")]
     Duplicate(&'static str),
@@ -154,6 +157,9 @@ pub fn select(
 ) -> Result<Vec<(&'static CollectorRegistration, bool)>, SelectionError> {
     let mut seen = BTreeSet::new();
     for r in registered {
+        if r.name == crate::engine::DISCOVERY_STATUS {
+            return Err(SelectionError::Reserved(r.name));
+        }
         if !seen.insert(r.name) {
             return Err(SelectionError::Duplicate(r.name));
         }
@@ -252,6 +258,18 @@ mod tests {
         assert_eq!(
             select(&[&A, &A], &[], &[]).unwrap_err(),
             SelectionError::Duplicate("a")
+        );
+        static DISCOVERY: CollectorRegistration = CollectorRegistration {
+            name: "discovery",
+            help: "",
+            default_enabled: true,
+            settings: &[],
+            defaults: || None,
+            build: build_nop,
+        };
+        assert_eq!(
+            select(&[&A, &DISCOVERY], &[], &[]).unwrap_err(),
+            SelectionError::Reserved("discovery")
         );
     }
 }

@@ -15,7 +15,8 @@ use crate::daemon_metrics::DaemonTelemetry;
 use crate::exposition::compress::GzipPrefix;
 use crate::exposition::text::{encode_families, finish, EncodeContext};
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
-use crate::snapshot::{BodyKey, ProjectFilter, Snapshot};
+use crate::project_filter::ProjectFilter;
+use crate::snapshot::{BodyKey, Snapshot};
 use lxmetrics_plugin::InstanceIndex;
 
 /// What the caller asked for, already negotiated and authorized.
@@ -325,8 +326,8 @@ mod tests {
             vec![("processes", Arc::new(Procs))],
             Arc::new(HostPaths::default()),
             Duration::from_secs(5),
-        )
-        .with_metric_prefix(prefix);
+            prefix,
+        );
         let cache = MetricsCache::new(Arc::new(engine), Duration::from_secs(8));
         MetricsService::new(cache, Arc::new(DaemonTelemetry::default()))
     }

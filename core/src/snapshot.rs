@@ -13,13 +13,12 @@ use std::time::Duration;
 
 use compact_str::CompactString;
 
-use crate::config::DEFAULT_METRIC_PREFIX;
-use crate::daemon_metrics;
 use crate::exposition::text::render_instance_labels;
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
+use crate::family_rules;
+use crate::project_filter::ProjectFilter;
 use lxmetrics_plugin::{
-    is_valid_label_name, is_valid_metric_name, Collection, Family, Instance, InstanceIndex,
-    MetricKind, SeriesSuffix,
+    is_valid_metric_name, Collection, Family, Instance, InstanceIndex, MetricKind, SeriesSuffix,
 };
 
 /// How one collector (or discovery) did in a refresh.
@@ -37,46 +36,6 @@ pub struct CollectorStatus {
     pub error: Option<String>,
     /// The instance that took longest in this collector, when it measured that.
     pub slowest_instance: Option<(String, Duration)>,
-}
-
-/// Which instances a response may show: everything, or only some projects.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ProjectFilter {
-    /// Every series.
-    All,
-    /// Only series whose `project` label is one of these (sorted, no duplicates); series
-    /// without a project are hidden too.
-    Only(Arc<[String]>),
-}
-
-impl ProjectFilter {
-    /// A filter for the given projects.
-    pub fn only<I: IntoIterator<Item = String>>(projects: I) -> Self {
-        let mut list: Vec<String> = projects.into_iter().collect();
-        list.sort();
-        list.dedup();
-        ProjectFilter::Only(list.into())
-    }
-
-    /// The filter that lets through what both let through.
-    pub fn intersect(&self, other: &ProjectFilter) -> ProjectFilter {
-        match (self, other) {
-            (ProjectFilter::All, f) | (f, ProjectFilter::All) => f.clone(),
-            (ProjectFilter::Only(a), ProjectFilter::Only(b)) => {
-                ProjectFilter::only(a.iter().filter(|p| b.contains(p)).cloned())
-            }
-        }
-    }
-
-    /// Whether a series of this project is shown.
-    pub fn allows(&self, project: Option<&str>) -> bool {
-        match self {
-            ProjectFilter::All => true,
-            ProjectFilter::Only(list) => {
-                project.is_some_and(|p| list.binary_search_by(|x| x.as_str().cmp(p)).is_ok())
-            }
-        }
-    }
 }
 
 /// Identifies one cached encoding of a snapshot.
@@ -113,7 +72,7 @@ impl Snapshot {
     /// An empty snapshot (before the first refresh, and in tests).
     #[cfg(test)]
     pub(crate) fn empty() -> Self {
-        SnapshotBuilder::new(Arc::from(Vec::new())).finish()
+        SnapshotBuilder::new(Arc::from(Vec::new()), "lxd").finish()
     }
 
     /// The instances this refresh saw.
@@ -172,22 +131,17 @@ pub struct SnapshotBuilder {
 }
 
 impl SnapshotBuilder {
-    /// Starts a snapshot over the instances discovery found, for the default prefix.
-    pub fn new(instances: Arc<[Instance]>) -> Self {
+    /// Starts a snapshot over the instances discovery found, to be served under `prefix`
+    /// (`metrics.prefix`), so that a bare family spelled with it cannot shadow a prefixed
+    /// one or a daemon metric.
+    pub fn new(instances: Arc<[Instance]>, prefix: impl Into<Arc<str>>) -> Self {
         SnapshotBuilder {
             instances,
             families: Vec::new(),
-            prefix: Arc::from(DEFAULT_METRIC_PREFIX),
+            prefix: prefix.into(),
             names: HashSet::new(),
             statuses: Vec::new(),
         }
-    }
-
-    /// The prefix the snapshot will be served under (`metrics.prefix`), so that a bare
-    /// family spelled with it cannot shadow a prefixed one or a daemon metric.
-    pub fn with_prefix(mut self, prefix: Arc<str>) -> Self {
-        self.prefix = prefix;
-        self
     }
 
     /// Records a status without output (discovery, or a collector that failed outright).
@@ -259,7 +213,7 @@ impl SnapshotBuilder {
             return Err("not a valid metric name".into());
         }
         for served in served {
-            if daemon_metrics::is_reserved(served, &self.prefix) {
+            if family_rules::is_reserved(served, &self.prefix) {
                 return Err("name is reserved for daemon metrics".into());
             }
             if self.names.contains(served) {
@@ -267,19 +221,7 @@ impl SnapshotBuilder {
             }
         }
         check_suffixes(family)?;
-        for (i, label) in family.label_names.iter().enumerate() {
-            if !is_valid_label_name(label) {
-                return Err(format!("label \"{label}\" is not a valid label name"));
-            }
-            if matches!(label, "name" | "project" | "type") {
-                return Err(format!(
-                    "label \"{label}\" is set by the daemon, not collectors"
-                ));
-            }
-            if family.label_names.iter().take(i).any(|l| l == label) {
-                return Err(format!("label \"{label}\" appears twice"));
-            }
-        }
+        family_rules::check_label_names(family.label_names.iter())?;
         let n = self.instances.len();
         for sample in &family.samples {
             if sample.label_values.len() != family.label_names.len() {
@@ -391,7 +333,7 @@ mod tests {
         let mut c = Collection::new();
         c.push(fam);
         c.instance_failed(1, "cpu.stat: truncated");
-        let mut b = SnapshotBuilder::new(instances());
+        let mut b = SnapshotBuilder::new(instances(), "lxd");
         b.add_collection("cpu", Duration::ZERO, c);
         let s = b.finish();
         assert_eq!(s.families()[0].samples.len(), 1);
@@ -406,7 +348,7 @@ mod tests {
         fam.push(0, ["user"], 1.0);
         fam.push(0, ["user"], 9.0);
         fam.push(0, ["system"], 2.0);
-        let mut b = SnapshotBuilder::new(instances());
+        let mut b = SnapshotBuilder::new(instances(), "lxd");
         b.add_collection("cpu", Duration::ZERO, collection(vec![fam]));
         let s = b.finish();
         let values: Vec<f64> = s.families()[0].samples.iter().map(|s| s.value).collect();
@@ -434,7 +376,7 @@ mod tests {
         ];
         for fam in bad_cases {
             let desc = format!("{fam:?}");
-            let mut b = SnapshotBuilder::new(instances());
+            let mut b = SnapshotBuilder::new(instances(), "lxd");
             b.add_collection("x", Duration::ZERO, collection(vec![fam]));
             let s = b.finish();
             assert!(s.families().is_empty(), "{desc}");
@@ -444,7 +386,7 @@ mod tests {
 
     #[test]
     fn a_family_name_belongs_to_the_first_collector() {
-        let mut b = SnapshotBuilder::new(instances());
+        let mut b = SnapshotBuilder::new(instances(), "lxd");
         for name in ["one", "two"] {
             let mut fam = cpu();
             fam.push(0, ["user"], 1.0);
@@ -471,7 +413,7 @@ mod tests {
         ] {
             let mut first = first;
             first.push(0, ["user"], 1.0);
-            let mut b = SnapshotBuilder::new(instances()).with_prefix(Arc::from(prefix));
+            let mut b = SnapshotBuilder::new(instances(), Arc::from(prefix));
             for (name, fam) in [("one", first), ("two", second)] {
                 b.add_collection(name, Duration::ZERO, collection(vec![fam]));
             }
@@ -480,7 +422,7 @@ mod tests {
             assert_eq!(s.statuses()[1].success, !collide, "{prefix}");
         }
         // A bare name spelled like a daemon metric is refused.
-        let mut b = SnapshotBuilder::new(instances());
+        let mut b = SnapshotBuilder::new(instances(), "lxd");
         b.add_collection(
             "x",
             Duration::ZERO,
@@ -516,7 +458,7 @@ mod tests {
             if let Some(i) = failed {
                 c.instance_failed(i, "gone");
             }
-            let mut b = SnapshotBuilder::new(instances());
+            let mut b = SnapshotBuilder::new(instances(), "lxd");
             b.add_collection("x", Duration::ZERO, c);
             b.finish()
         };

@@ -95,6 +95,7 @@ async fn refresh_rounds() {
         ],
         Arc::new(HostPaths::default()),
         deadline,
+        "lxd",
     );
 
     let mut thread_counts = Vec::new();

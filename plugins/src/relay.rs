@@ -14,15 +14,12 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
-use lxmetrics_core::daemon_metrics;
+use lxmetrics_core::family_rules::{self, INSTANCE_LABELS};
 use lxmetrics_plugin::{
     Family, InstanceIndex, LabelValues, MetricDesc, MetricKind, Namespace, Sample, SeriesSuffix,
 };
 
 use crate::prom_text::ParsedFamily;
-
-/// The labels the daemon sets from the instance; no plugin may set them.
-pub const INSTANCE_LABELS: [&str; 3] = ["name", "project", "type"];
 
 /// The families relayed so far in one refresh, merged across sources.
 #[derive(Debug)]
@@ -196,7 +193,7 @@ impl RelayedFamilies {
         if kind
             .served_names(name)
             .iter()
-            .any(|served| daemon_metrics::is_reserved(served, &self.metric_prefix))
+            .any(|served| family_rules::is_reserved(served, &self.metric_prefix))
         {
             return Err(format!("{name}: the name belongs to the daemon"));
         }

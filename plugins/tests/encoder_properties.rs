@@ -9,8 +9,9 @@
 use std::sync::Arc;
 
 use lxmetrics_core::exposition::{ContentEncoding, Format};
+use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::scrape::{encode_instances, ScrapeRequest};
-use lxmetrics_core::snapshot::{ProjectFilter, SnapshotBuilder};
+use lxmetrics_core::snapshot::SnapshotBuilder;
 use lxmetrics_plugin::{Collection, Family, Instance, InstanceType, MetricDesc};
 use lxmetrics_plugins::prom_text::parse;
 use proptest::prelude::*;
@@ -60,7 +61,7 @@ proptest! {
         openmetrics in any::<bool>(),
     ) {
         let instances: Arc<[Instance]> = vec![instance(name.clone(), project.clone())].into();
-        let mut builder = SnapshotBuilder::new(instances);
+        let mut builder = SnapshotBuilder::new(instances, "lxd");
         let desc = MetricDesc {
             help: help.into(),
             ..MetricDesc::gauge("probe", "")
@@ -95,7 +96,7 @@ proptest! {
             .map(|i| instance(format!("c{i}"), "default".into()))
             .collect::<Vec<_>>()
             .into();
-        let mut builder = SnapshotBuilder::new(instances);
+        let mut builder = SnapshotBuilder::new(instances, "lxd");
         // Three collectors; the same family name from two of them must not double up.
         for collector in 0..3usize {
             let mut family = Family::new(MetricDesc::gauge("shared", "h"), &["k"]);

@@ -14,9 +14,10 @@ use lxmetrics_core::config::{CollectorsConfig, InstancesConfig};
 use lxmetrics_core::discovery::Discovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
+use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::{encode_instances, ScrapeRequest};
-use lxmetrics_core::snapshot::{ProjectFilter, Snapshot};
+use lxmetrics_core::snapshot::Snapshot;
 use lxmetrics_plugin::HostPaths;
 use lxmetrics_plugins::CgroupDiscovery;
 
@@ -54,6 +55,7 @@ async fn refresh(layout: &str) -> Snapshot {
         collectors,
         host,
         Duration::from_secs(10),
+        "lxd",
     );
     engine.refresh().await
 }
@@ -319,6 +321,7 @@ async fn a_vanished_instance_drops_out_silently() {
         collectors,
         host,
         Duration::from_secs(10),
+        "lxd",
     );
     let s = engine.refresh().await;
     let text = render(&s);

@@ -15,9 +15,9 @@ use lxmetrics_core::config::{CollectorsConfig, InstancesConfig, MetricsConfig};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
+use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::registry;
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
-use lxmetrics_core::snapshot::ProjectFilter;
 use lxmetrics_plugin::HostPaths;
 use lxmetrics_plugins::CgroupDiscovery;
 
@@ -69,8 +69,13 @@ fn a_thousand_refreshes_hold_no_more_memory_than_ten() {
         )
         .expect("collectors");
         let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default()));
-        let engine =
-            RefreshEngine::new(discovery, collectors, host.clone(), Duration::from_secs(10));
+        let engine = RefreshEngine::new(
+            discovery,
+            collectors,
+            host.clone(),
+            Duration::from_secs(10),
+            "lxd",
+        );
         // A zero window: every scrape is a refresh.
         let cache = MetricsCache::new(Arc::new(engine), Duration::ZERO);
         let service = MetricsService::new(cache, Arc::new(DaemonTelemetry::default()));

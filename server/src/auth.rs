@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use lxmetrics_core::snapshot::ProjectFilter;
+use lxmetrics_core::project_filter::ProjectFilter;
 
 use crate::caller::{Caller, PeerCertificate};
 use crate::pki::Pki;

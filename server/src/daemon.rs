@@ -163,8 +163,8 @@ pub async fn run(
         collectors,
         host,
         config.metrics.collector_timeout,
+        config.metrics.prefix.as_str(),
     )
-    .with_metric_prefix(config.metrics.prefix.as_str())
     .with_slow_refresh_warning(config.metrics.cache_ttl / 2)
     .with_after_refresh(Arc::new(crate::memory::release_free_memory));
     let cache = MetricsCache::new(Arc::new(engine), config.metrics.cache_ttl);

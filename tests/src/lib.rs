@@ -559,6 +559,23 @@ pub fn sample_value(body: &str, series: &str) -> Option<f64> {
     })
 }
 
+/// User plus system CPU seconds of a process, from `/proc/<pid>/stat` (fields 14 and 15,
+/// counted after the parenthesised command name, which may hold spaces).
+pub fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let mut ticks = || -> u64 {
+        fields
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("/proc/{pid}/stat: no CPU times in {stat:?}"))
+    };
+    let total = ticks() + ticks();
+    total as f64 / rustix::param::clock_ticks_per_second().max(1) as f64
+}
+
 /// A number from `/proc/<pid>/status` (`VmRSS:`, `Threads:`, ...).
 pub fn proc_status_value(pid: u32, key: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("process status");

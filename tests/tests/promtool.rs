@@ -11,8 +11,8 @@ use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::discovery::StaticDiscovery;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::exposition::{ContentEncoding, Format};
+use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
-use lxmetrics_core::snapshot::ProjectFilter;
 use lxmetrics_plugin::{
     CollectError, Collection, Collector, Family, HostPaths, Instance, InstanceType, MetricDesc,
     Scope,
@@ -242,6 +242,7 @@ async fn lxd_shaped_output_passes_promtool_except_documented_rules() {
         vec![("lxd", Arc::new(LxdShaped))],
         Arc::new(HostPaths::default()),
         Duration::from_secs(5),
+        "lxd",
     );
     let service = MetricsService::new(
         MetricsCache::new(Arc::new(engine), Duration::from_secs(8)),

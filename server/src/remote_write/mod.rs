@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use lxmetrics_core::config::RemoteWriteConfig;
+use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::scrape::MetricsService;
-use lxmetrics_core::snapshot::ProjectFilter;
 use tokio::sync::watch;
 
 use self::proto::PushContext;

@@ -213,8 +213,13 @@ fn measure_refresh(runtime: &tokio::runtime::Runtime, n: usize) -> RefreshFigure
         )
         .unwrap();
         let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default()));
-        let engine =
-            RefreshEngine::new(discovery, collectors, host.clone(), Duration::from_secs(60));
+        let engine = RefreshEngine::new(
+            discovery,
+            collectors,
+            host.clone(),
+            Duration::from_secs(60),
+            "lxd",
+        );
         let warm = runtime.block_on(engine.refresh());
         let found = warm
             .instances()
