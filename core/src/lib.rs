@@ -9,7 +9,11 @@
 //! [`snapshot`] → [`cache`] → [`project_filter`] → [`exposition`] → response ([`scrape`]).
 //!
 //! This crate is the daemon's, not a plugin author's: collectors are written against
-//! `lxmetrics-plugin`, the stable contract, and nothing here is promised to them.
+//! `lxmetrics-plugin`, the stable contract. DESIGN.md names this crate as the home of the
+//! `Collector` trait, its registration and the instance and metric models, so those
+//! stay reachable here under their earlier paths ([`collector`], [`metric`],
+//! [`instance`], [`registry`], [`register_collector!`], [`async_trait`]) as re-exports of
+//! the contract, nothing more.
 
 pub mod cache;
 pub mod cgroup_pattern;
@@ -25,3 +29,25 @@ pub mod project_filter;
 pub mod registry;
 pub mod scrape;
 pub mod snapshot;
+
+/// The collector API under its earlier path: re-exports of `lxmetrics-plugin`.
+pub mod collector {
+    pub use lxmetrics_plugin::{
+        run_blocking, CollectError, Collection, Collector, HostPaths, InstanceFailure, Scope,
+    };
+}
+
+/// The instance model under its earlier path: re-exports of `lxmetrics-plugin`.
+pub mod instance {
+    pub use lxmetrics_plugin::{Instance, InstanceIndex, InstanceType};
+}
+
+/// The metric model under its earlier path: re-exports of `lxmetrics-plugin`.
+pub mod metric {
+    pub use lxmetrics_plugin::{
+        is_valid_label_name, is_valid_metric_name, Family, LabelList, LabelValues, Labels,
+        MetricDesc, MetricKind, Namespace, Sample, SeriesOf, SeriesSuffix,
+    };
+}
+
+pub use lxmetrics_plugin::{async_trait, register_collector};

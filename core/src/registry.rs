@@ -5,11 +5,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use lxmetrics_plugin::{__private::CollectorRegistration, BuildContext, Collector, HostPaths};
+use lxmetrics_plugin::{__private::CollectorRegistration, Collector, HostPaths};
 
 use crate::config::{CollectorsConfig, MetricsConfig};
 
 pub use lxmetrics_plugin::__private::registered;
+/// What a collector factory gets and may fail with, under their earlier path.
+pub use lxmetrics_plugin::{BuildContext, BuildError};
 
 /// One documented key of a linked collector's settings, for `lxmetrics collectors`, the
 /// configuration check and the configuration docs.
@@ -21,11 +23,6 @@ pub struct CollectorSetting {
     pub default: Option<String>,
     /// One line saying what it does.
     pub help: &'static str,
-}
-
-/// The documented settings of every linked collector, in name order.
-pub fn collector_settings() -> Vec<CollectorSetting> {
-    registered().into_iter().flat_map(settings_of).collect()
 }
 
 /// The documented settings of one collector.

@@ -24,7 +24,7 @@ pub enum Controller {
 
 impl Controller {
     /// Every controller, in the order tried for discovery.
-    pub const ALL: [Controller; 6] = [
+    const ALL: [Controller; 6] = [
         Controller::Pids,
         Controller::Memory,
         Controller::Cpuacct,

@@ -83,7 +83,7 @@ pub use metric::{
     MetricKind, Namespace, Sample, SeriesOf, SeriesSuffix,
 };
 pub use per_instance::{InstanceReader, PerInstanceCollector, ReadContext};
-pub use read::{optional, read_capped, FileReader, ParseError, ReadError, MAX_FILE_BYTES};
+pub use read::{optional, read_capped, FileReader, ParseError, ReadError};
 pub use registry::{BuildContext, BuildError, CollectorSettings, Setting};
 
 /// The attribute a [`Collector`] implementation needs (`#[async_trait]`), re-exported so

@@ -217,11 +217,6 @@ pub struct LabelList(SmallVec<[CompactString; 2]>);
 pub type LabelValues = LabelList;
 
 impl LabelList {
-    /// An empty list.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// How many entries.
     pub fn len(&self) -> usize {
         self.0.len()
@@ -242,36 +237,9 @@ impl LabelList {
         self.0.iter().map(CompactString::as_str)
     }
 
-    /// The first entry, if any.
-    pub fn first(&self) -> Option<&str> {
-        self.get(0)
-    }
-
     /// The last entry, if any.
     pub fn last(&self) -> Option<&str> {
         self.0.last().map(CompactString::as_str)
-    }
-
-    /// True when some entry equals `value`.
-    pub fn contains(&self, value: &str) -> bool {
-        self.iter().any(|v| v == value)
-    }
-
-    /// Appends an entry.
-    pub fn push(&mut self, value: &str) {
-        self.0.push(CompactString::from(value));
-    }
-
-    /// Replaces entry `index` (no-op when out of range).
-    pub fn set(&mut self, index: usize, value: &str) {
-        if let Some(slot) = self.0.get_mut(index) {
-            *slot = CompactString::from(value);
-        }
-    }
-
-    /// Keeps the first `len` entries.
-    pub fn truncate(&mut self, len: usize) {
-        self.0.truncate(len);
     }
 }
 
@@ -305,15 +273,6 @@ impl<S: AsRef<str>> FromIterator<S> for LabelList {
     }
 }
 
-impl<'a> IntoIterator for &'a LabelList {
-    type Item = &'a str;
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, CompactString>, fn(&CompactString) -> &str>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.0.iter().map(CompactString::as_str)
-    }
-}
-
 /// The label values a sample is pushed with: `()` for none, an array, a slice or a `Vec`
 /// of strings, or a ready [`LabelList`].
 pub trait Labels {
@@ -323,7 +282,7 @@ pub trait Labels {
 
 impl Labels for () {
     fn into_label_list(self) -> LabelList {
-        LabelList::new()
+        LabelList::default()
     }
 }
 
@@ -379,15 +338,6 @@ impl SeriesOf {
     pub const fn part(mut self, suffix: SeriesSuffix) -> Self {
         self.suffix = suffix;
         self
-    }
-}
-
-impl From<Option<InstanceIndex>> for SeriesOf {
-    fn from(index: Option<InstanceIndex>) -> Self {
-        SeriesOf {
-            instance: index,
-            suffix: SeriesSuffix::Plain,
-        }
     }
 }
 

@@ -19,6 +19,7 @@ pub trait InstanceReader: Send + Sync + 'static {
 
     /// What the reads of one refresh share (host-wide figures read once, names already
     /// resolved): a fresh `Default` at the start of every refresh, `()` when nothing is.
+    /// It is handed to [`InstanceReader::emit`] too, so values can refer into it.
     type State: Default;
 
     /// Reads one instance. Errors drop the instance from this collector for this refresh.
@@ -29,8 +30,13 @@ pub trait InstanceReader: Send + Sync + 'static {
         instance: &Instance,
     ) -> Result<Self::Values, ReadError>;
 
-    /// Turns every instance's values into families.
-    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection);
+    /// Turns every instance's values, and the refresh's state, into families.
+    fn emit(
+        &self,
+        values: Vec<(InstanceIndex, Self::Values)>,
+        state: Self::State,
+        out: &mut Collection,
+    );
 }
 
 /// What [`InstanceReader::read`] is given besides the instance.
@@ -85,7 +91,7 @@ fn collect_blocking<R: InstanceReader>(
             Err(e) => out.instance_failed(index, e.to_string()),
         }
     }
-    reader.emit(values, &mut out);
+    reader.emit(values, state, &mut out);
     out.slowest_instance = slowest;
     Ok(out)
 }

@@ -79,7 +79,7 @@ impl std::error::Error for ReadError {}
 
 /// Files larger than this are refused by [`FileReader`]: no cgroup or proc file comes
 /// close, and a bound keeps a malformed or hostile file from growing memory.
-pub const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Reads small files into one reused buffer (one `open` + `read` per file, no per-file
 /// allocation once the buffer has grown).

@@ -158,7 +158,12 @@ fn public_item(item: &Item, private_types: &[String]) -> bool {
             !private_types
                 .iter()
                 .any(|p| self_ty == *p || self_ty.starts_with(&format!("{p}<")))
-                && !i.items.is_empty()
+                && (i.trait_.is_some()
+                    || i.items.iter().any(|item| match item {
+                        ImplItem::Fn(f) => is_pub(&f.vis),
+                        ImplItem::Const(c) => is_pub(&c.vis),
+                        _ => false,
+                    }))
         }
         _ => false,
     }

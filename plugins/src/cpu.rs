@@ -126,7 +126,7 @@ impl InstanceReader for CpuReader {
         })
     }
 
-    fn emit(&self, values: Vec<(InstanceIndex, CpuValues)>, out: &mut Collection) {
+    fn emit(&self, values: Vec<(InstanceIndex, CpuValues)>, _: Self::State, out: &mut Collection) {
         let mut seconds = Family::new(SECONDS, &["cpu", "mode"]);
         let mut effective = Family::new(EFFECTIVE, &[]);
         let mut limit = Family::new(LIMIT, &[]);

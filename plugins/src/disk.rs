@@ -42,28 +42,27 @@ fn build(_: &BuildContext<'_>) -> Result<PerInstanceCollector<DiskReader>, Build
 /// The per-instance reader.
 pub(crate) struct DiskReader;
 
-/// Device names resolved in this refresh, so each `uevent` is read once per refresh.
+/// Device names resolved in this refresh: each `uevent` is read once per refresh, and
+/// instances keep only the device number, named when the families are built.
 #[derive(Default)]
 pub(crate) struct DeviceNames(HashMap<DeviceNumber, String>);
 
 impl DeviceNames {
-    fn of(&mut self, ctx: &mut ReadContext<'_>, device: DeviceNumber) -> String {
-        self.0
-            .entry(device)
-            .or_insert_with(|| {
-                let uevent = ctx.host.sys_root.join(format!("dev/block/{device}/uevent"));
-                ctx.files
-                    .read(&uevent)
-                    .ok()
-                    .and_then(hostfs::uevent_devname)
-                    .map_or_else(|| device.to_string(), str::to_owned)
-            })
-            .clone()
+    /// Reads `device`'s name unless this refresh already has it.
+    fn resolve(&mut self, ctx: &mut ReadContext<'_>, device: DeviceNumber) {
+        self.0.entry(device).or_insert_with(|| {
+            let uevent = ctx.host.sys_root.join(format!("dev/block/{device}/uevent"));
+            ctx.files
+                .read(&uevent)
+                .ok()
+                .and_then(hostfs::uevent_devname)
+                .map_or_else(|| device.to_string(), str::to_owned)
+        });
     }
 }
 
 impl InstanceReader for DiskReader {
-    type Values = Vec<(String, DeviceIo)>;
+    type Values = Vec<(DeviceNumber, DeviceIo)>;
     type State = DeviceNames;
 
     fn read(
@@ -99,13 +98,18 @@ impl InstanceReader for DiskReader {
             }
             None => Vec::new(),
         };
-        Ok(stats
-            .into_iter()
-            .map(|(device, io)| (names.of(ctx, device), io))
-            .collect())
+        for (device, _) in &stats {
+            names.resolve(ctx, *device);
+        }
+        Ok(stats)
     }
 
-    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
+    fn emit(
+        &self,
+        values: Vec<(InstanceIndex, Self::Values)>,
+        names: DeviceNames,
+        out: &mut Collection,
+    ) {
         let mut families = [
             Family::new(READ_BYTES, &["device"]),
             Family::new(WRITTEN_BYTES, &["device"]),
@@ -113,7 +117,10 @@ impl InstanceReader for DiskReader {
             Family::new(WRITES, &["device"]),
         ];
         for (index, devices) in values {
-            for (name, io) in devices {
+            for (device, io) in devices {
+                let Some(name) = names.0.get(&device) else {
+                    continue; // every device was resolved when it was read
+                };
                 let name = name.as_str();
                 families[0].push(index, [name], io.read_bytes as f64);
                 families[1].push(index, [name], io.written_bytes as f64);

@@ -456,7 +456,7 @@ mod tests {
             .find(|f| f.desc.name == family)?
             .samples
             .iter()
-            .find(|s| s.instance == instance && s.label_values.first() == Some(label))
+            .find(|s| s.instance == instance && s.label_values.get(0) == Some(label))
             .map(|s| s.value)
     }
 

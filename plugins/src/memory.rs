@@ -11,8 +11,8 @@
 
 use lxmetrics_plugin::{
     optional, BuildContext, BuildError, Collection, Controller, Family, Hierarchy, Instance,
-    InstanceIndex, InstanceReader, MetricDesc, MetricKind, Namespace, PerInstanceCollector,
-    ReadContext, ReadError,
+    InstanceIndex, InstanceReader, MetricDesc, MetricKind, Namespace, ParseError,
+    PerInstanceCollector, ReadContext, ReadError,
 };
 
 use crate::cgroupfs as parse;
@@ -24,9 +24,9 @@ lxmetrics_plugin::register_collector!(
     build
 );
 
-/// The LXD key names in output order, each with its v2 and v1 `memory.stat` sources
-/// (summed when there are several).
-const STAT_KEYS: [(&str, &[&str], &[&str]); 11] = [
+/// The LXD key names from `memory.stat`, each with its v2 and v1 sources (summed when
+/// there are several; a key whose sources are not all present is left out).
+const STAT_KEYS: [(&str, &[&str], &[&str]); 13] = [
     (
         "Active",
         &["active_anon", "active_file"],
@@ -54,32 +54,28 @@ const STAT_KEYS: [(&str, &[&str], &[&str]); 11] = [
     ("Mapped", &["file_mapped"], &["total_mapped_file"]),
     ("RSS", &["anon"], &["total_rss"]),
     ("Shmem", &["shmem"], &["total_shmem"]),
-];
-const MORE_STAT_KEYS: [(&str, &[&str], &[&str]); 2] = [
     ("Unevictable", &["unevictable"], &["total_unevictable"]),
     ("Writeback", &["file_writeback"], &["total_writeback"]),
 ];
 
-/// Every LXD key the reader reports, in any order: the stat keys, then the derived ones.
-const ALL_KEYS: [&str; 17] = [
-    "Active",
-    "Active_anon",
-    "Active_file",
-    "Cached",
-    "Dirty",
-    "Inactive",
-    "Inactive_anon",
-    "Inactive_file",
-    "Mapped",
-    "RSS",
-    "Shmem",
-    "Unevictable",
-    "Writeback",
-    "MemFree",
-    "MemAvailable",
-    "MemTotal",
-    "Swap",
-];
+/// The keys computed from usage and limits, in their slots after the stat keys.
+const DERIVED_KEYS: [&str; 4] = ["MemFree", "MemAvailable", "MemTotal", "Swap"];
+const MEM_FREE: usize = STAT_KEYS.len();
+const MEM_AVAILABLE: usize = MEM_FREE + 1;
+const MEM_TOTAL: usize = MEM_FREE + 2;
+const SWAP: usize = MEM_FREE + 3;
+/// The slot of `Inactive_file` among the stat keys (MemAvailable needs it).
+const INACTIVE_FILE: usize = 7;
+/// Every key's slot: the stat keys, then the derived ones.
+const KEY_COUNT: usize = STAT_KEYS.len() + DERIVED_KEYS.len();
+
+/// The LXD key name of `slot`.
+fn key_name(slot: usize) -> &'static str {
+    match STAT_KEYS.get(slot) {
+        Some((name, _, _)) => name,
+        None => DERIVED_KEYS[slot - STAT_KEYS.len()],
+    }
+}
 
 const OOM_KILLS: MetricDesc = MetricDesc::counter(
     "memory_OOM_kills_total",
@@ -100,10 +96,10 @@ fn build(_: &BuildContext<'_>) -> Result<MemoryCollector, BuildError> {
     Ok(PerInstanceCollector::new(MemoryReader))
 }
 
-/// One instance's memory values, in the order of [`key_names`].
+/// One instance's memory values.
 pub struct MemoryValues {
-    /// (LXD key, bytes); absent keys are left out.
-    keys: Vec<(&'static str, u64)>,
+    /// Bytes per key slot ([`key_name`]); `None` where the host has no value.
+    keys: [Option<u64>; KEY_COUNT],
     oom_kills: Option<u64>,
     /// (event, count) of the events the host counts.
     events: Vec<(&'static str, u64)>,
@@ -111,14 +107,6 @@ pub struct MemoryValues {
 
 /// The per-instance reader.
 pub(crate) struct MemoryReader;
-
-fn stat_value(stat: &[(&str, u64)], sources: &[&str]) -> Option<u64> {
-    let mut sum = 0u64;
-    for source in sources {
-        sum = sum.saturating_add(stat.iter().find(|(k, _)| k == source)?.1);
-    }
-    Some(sum)
-}
 
 impl InstanceReader for MemoryReader {
     type Values = MemoryValues;
@@ -132,7 +120,7 @@ impl InstanceReader for MemoryReader {
     ) -> Result<MemoryValues, ReadError> {
         let Some(hierarchy) = ctx.layout.hierarchy(Controller::Memory) else {
             return Ok(MemoryValues {
-                keys: Vec::new(),
+                keys: [None; KEY_COUNT],
                 oom_kills: None,
                 events: Vec::new(),
             });
@@ -140,12 +128,9 @@ impl InstanceReader for MemoryReader {
         let v1 = matches!(hierarchy, Hierarchy::V1(_));
         let dir = hierarchy.dir(&instance.cgroup);
 
-        let stat: Vec<(String, u64)> = ctx.files.parse(&dir.join("memory.stat"), |text| {
-            let mut pairs = Vec::with_capacity(48);
-            parse::flat_keyed(text, |k, v| pairs.push((k.to_owned(), v)))?;
-            Ok(pairs)
-        })?;
-        let stat: Vec<(&str, u64)> = stat.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let mut keys = ctx
+            .files
+            .parse(&dir.join("memory.stat"), |text| stat_keys(text, v1))?;
 
         let (usage_file, limit_file) = if v1 {
             ("memory.usage_in_bytes", "memory.limit_in_bytes")
@@ -160,28 +145,10 @@ impl InstanceReader for MemoryReader {
         let total = limit.filter(|l| *l < host_total).unwrap_or(host_total);
         let free = total.saturating_sub(usage);
 
-        let mut keys = Vec::with_capacity(16);
-        for (name, v2_sources, v1_sources) in STAT_KEYS.iter().chain(&MORE_STAT_KEYS) {
-            let sources = if v1 { v1_sources } else { v2_sources };
-            if let Some(value) = stat_value(&stat, sources) {
-                keys.push((*name, value));
-            }
-        }
-        let inactive_file = keys
-            .iter()
-            .find(|(k, _)| *k == "Inactive_file")
-            .map(|(_, v)| *v);
-        keys.push(("MemFree", free));
-        if let Some(inactive_file) = inactive_file {
-            keys.push((
-                "MemAvailable",
-                free.saturating_add(inactive_file).min(total),
-            ));
-        }
-        keys.push(("MemTotal", total));
-        if let Some(swap) = swap_usage(ctx, &dir, v1, usage)? {
-            keys.push(("Swap", swap));
-        }
+        keys[MEM_FREE] = Some(free);
+        keys[MEM_AVAILABLE] = keys[INACTIVE_FILE].map(|i| free.saturating_add(i).min(total));
+        keys[MEM_TOTAL] = Some(total);
+        keys[SWAP] = swap_usage(ctx, &dir, v1, usage)?;
 
         // Kernels before 4.13 have no oom_kill line: the series is then absent.
         let (oom_kills, events) = if v1 {
@@ -221,25 +188,27 @@ impl InstanceReader for MemoryReader {
         })
     }
 
-    fn emit(&self, values: Vec<(InstanceIndex, MemoryValues)>, out: &mut Collection) {
+    fn emit(
+        &self,
+        values: Vec<(InstanceIndex, MemoryValues)>,
+        _: Self::State,
+        out: &mut Collection,
+    ) {
         // One slot per key, found by its place in the fixed key list (no per-sample
         // name building or search among families).
-        let mut families: Vec<Option<Family>> = std::iter::repeat_with(|| None)
-            .take(ALL_KEYS.len())
-            .collect();
+        let mut families: [Option<Family>; KEY_COUNT] = std::array::from_fn(|_| None);
         let mut oom = Family::new(OOM_KILLS, &[]);
         let mut events = Family::new(EVENTS, &["event"]);
         for (index, v) in values {
             for (event, count) in &v.events {
                 events.push(index, [*event], *count as f64);
             }
-            for (key, value) in v.keys {
-                let Some(slot) = ALL_KEYS.iter().position(|k| *k == key) else {
-                    continue; // every key the reader makes is listed; see the unit test
-                };
-                families[slot]
-                    .get_or_insert_with(|| Family::new(key_desc(key), &[]))
-                    .push(index, (), value as f64);
+            for (slot, value) in v.keys.iter().enumerate() {
+                if let Some(value) = value {
+                    families[slot]
+                        .get_or_insert_with(|| Family::new(key_desc(key_name(slot)), &[]))
+                        .push(index, (), *value as f64);
+                }
             }
             if let Some(kills) = v.oom_kills {
                 oom.push(index, (), kills as f64);
@@ -253,6 +222,35 @@ impl InstanceReader for MemoryReader {
         out.push(oom);
         out.push(events);
     }
+}
+
+/// The stat keys' values from a `memory.stat` text (v1's `total_*` keys when `v1`),
+/// summed per key without copying the file's key names.
+fn stat_keys(text: &str, v1: bool) -> Result<[Option<u64>; KEY_COUNT], ParseError> {
+    // Per key: the running sum and which of its sources were seen (a repeated line
+    // counts once).
+    let mut found = [(0u64, 0u8); STAT_KEYS.len()];
+    parse::flat_keyed(text, |k, v| {
+        for (slot, (_, v2_sources, v1_sources)) in STAT_KEYS.iter().enumerate() {
+            let sources = if v1 { v1_sources } else { v2_sources };
+            if let Some(j) = sources.iter().position(|s| *s == k) {
+                let (sum, seen) = &mut found[slot];
+                if *seen & (1 << j) == 0 {
+                    *seen |= 1 << j;
+                    *sum = sum.saturating_add(v);
+                }
+            }
+        }
+    })?;
+    let mut keys = [None; KEY_COUNT];
+    for (slot, (_, v2_sources, v1_sources)) in STAT_KEYS.iter().enumerate() {
+        let sources = if v1 { v1_sources } else { v2_sources };
+        let (sum, seen) = found[slot];
+        if u32::from(seen) == (1u32 << sources.len()) - 1 {
+            keys[slot] = Some(sum);
+        }
+    }
+    Ok(keys)
 }
 
 fn key_family_name(key: &str) -> String {
@@ -293,10 +291,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_key_has_a_slot() {
-        for (key, _, _) in STAT_KEYS.iter().chain(&MORE_STAT_KEYS) {
-            assert!(ALL_KEYS.contains(key), "{key}");
-        }
-        assert_eq!(ALL_KEYS.len(), STAT_KEYS.len() + MORE_STAT_KEYS.len() + 4);
+    fn slots_name_their_keys() {
+        assert_eq!(key_name(INACTIVE_FILE), "Inactive_file");
+        assert_eq!(key_name(MEM_FREE), "MemFree");
+        assert_eq!(key_name(MEM_AVAILABLE), "MemAvailable");
+        assert_eq!(key_name(MEM_TOTAL), "MemTotal");
+        assert_eq!(key_name(SWAP), "Swap");
+        let mut names: Vec<&str> = (0..KEY_COUNT).map(key_name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), KEY_COUNT, "a key name is used twice");
+    }
+
+    #[test]
+    fn stat_keys_sum_their_sources_and_leave_out_incomplete_ones() {
+        let v2 = "anon 10\nactive_anon 3\ninactive_anon 2\nactive_file 4\nfile 7\nactive_anon 99\n";
+        let keys = stat_keys(v2, false).unwrap();
+        assert_eq!(
+            keys[0],
+            Some(7),
+            "Active = active_anon + active_file, once each"
+        );
+        assert_eq!(keys[1], Some(3));
+        assert_eq!(keys[3], Some(7), "Cached = file");
+        assert_eq!(keys[9], Some(10), "RSS = anon");
+        assert_eq!(
+            keys[INACTIVE_FILE], None,
+            "no inactive_file line: absent, not 0"
+        );
+        assert_eq!(
+            keys[5], None,
+            "Inactive has inactive_anon but not inactive_file"
+        );
+        assert_eq!(keys[6], Some(2));
+        let v1 = "total_rss 5\nrss 1\n";
+        assert_eq!(stat_keys(v1, true).unwrap()[9], Some(5));
     }
 }

@@ -78,7 +78,12 @@ impl InstanceReader for NetworkReader {
         ctx.files.parse(&path, hostfs::net_dev)
     }
 
-    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
+    fn emit(
+        &self,
+        values: Vec<(InstanceIndex, Self::Values)>,
+        _: Self::State,
+        out: &mut Collection,
+    ) {
         let desc = |direction: &str, what: &str| MetricDesc {
             name: format!("network_{direction}_{what}_total").into(),
             help: format!("Network {what}, {direction} direction.").into(),

@@ -124,7 +124,12 @@ impl InstanceReader for PressureReader {
         Ok(values)
     }
 
-    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
+    fn emit(
+        &self,
+        values: Vec<(InstanceIndex, Self::Values)>,
+        _: Self::State,
+        out: &mut Collection,
+    ) {
         let mut families: Vec<Family> = FAMILIES
             .iter()
             .map(|(desc, _, _)| Family::new(desc.clone(), &[]))

@@ -53,7 +53,12 @@ impl InstanceReader for ProcessesReader {
         Ok((count, boot_time(ctx, host, instance)?))
     }
 
-    fn emit(&self, values: Vec<(InstanceIndex, Self::Values)>, out: &mut Collection) {
+    fn emit(
+        &self,
+        values: Vec<(InstanceIndex, Self::Values)>,
+        _: Self::State,
+        out: &mut Collection,
+    ) {
         let mut procs = Family::new(PROCS, &[]);
         let mut boot = Family::new(BOOT_TIME, &[]);
         for (index, (count, booted)) in values {

@@ -184,7 +184,7 @@ fn write_sample(
         for (label, value) in family
             .label_names
             .iter()
-            .zip(&sample.label_values)
+            .zip(sample.label_values.iter())
             .take(labels)
         {
             if !first {

@@ -146,7 +146,7 @@ fn fill(
     for (label, value) in family
         .label_names
         .iter()
-        .zip(&sample.label_values)
+        .zip(sample.label_values.iter())
         .take(own_labels)
     {
         push(labels, label, value);
