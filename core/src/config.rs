@@ -48,7 +48,9 @@ pub struct Config {
 pub struct CoreConfig {
     /// Full API listener (TLS). `:8443` means all addresses.
     pub https_address: ListenAddress,
-    /// Extra listener serving only `/1.0/metrics` and `/1.0`.
+    /// Extra listener serving only `/1.0/metrics` and `/1.0`; a bare host means port
+    /// 9100, as LXD (`HTTPSMetricsDefaultPort`).
+    #[serde(deserialize_with = "metrics_address")]
     pub metrics_address: Option<ListenAddress>,
     /// `false`: `/1.0/metrics` needs no client certificate.
     pub metrics_authentication: bool,
@@ -61,7 +63,7 @@ impl Default for CoreConfig {
         CoreConfig {
             https_address: ListenAddress {
                 ip: Some(IpAddr::from([127, 0, 0, 1])),
-                port: 8443,
+                port: HTTPS_DEFAULT_PORT,
             },
             metrics_address: None,
             metrics_authentication: true,
@@ -236,8 +238,22 @@ fn validate_pattern(pattern: &str) -> Result<(), String> {
     crate::cgroup_pattern::CgroupPattern::parse(pattern).map(|_| ())
 }
 
+/// The port of `core.https_address` given as a bare host (LXD's `HTTPSDefaultPort`).
+pub const HTTPS_DEFAULT_PORT: u16 = 8443;
+/// The port of `core.metrics_address` given as a bare host (LXD's `HTTPSMetricsDefaultPort`).
+pub const METRICS_DEFAULT_PORT: u16 = 9100;
+
+fn metrics_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<ListenAddress>, D::Error> {
+    let text = Option::<String>::deserialize(d)?;
+    text.map(|t| ListenAddress::parse(&t, METRICS_DEFAULT_PORT))
+        .transpose()
+        .map_err(serde::de::Error::custom)
+}
+
 /// A listen address: `:PORT` (all addresses), `IP:PORT`, `[IPv6]:PORT`, or a bare IP
-/// (port 8443).
+/// (port 8443 for `core.https_address`, 9100 for `core.metrics_address`, as LXD).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ListenAddress {
     /// `None` means every address (IPv6 and IPv4).
@@ -257,6 +273,13 @@ impl FromStr for ListenAddress {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ListenAddress::parse(s, HTTPS_DEFAULT_PORT)
+    }
+}
+
+impl ListenAddress {
+    /// Parses `s`; a bare IP gets `default_port`.
+    pub fn parse(s: &str, default_port: u16) -> Result<Self, String> {
         let s = s.trim();
         let bad = || {
             format!(
@@ -277,7 +300,7 @@ impl FromStr for ListenAddress {
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(ListenAddress {
                 ip: Some(ip),
-                port: 8443,
+                port: default_port,
             });
         }
         Err(bad())
@@ -907,6 +930,8 @@ mod tests {
             assert_eq!(a.ip, ip.map(|i| i.parse().unwrap()), "{text}");
             assert_eq!(a.port, port, "{text}");
         }
+        let metrics = ListenAddress::parse("127.0.0.1", METRICS_DEFAULT_PORT).unwrap();
+        assert_eq!(metrics.to_string(), "127.0.0.1:9100");
         for bad in ["", ":", ":99999", "localhost:80", "1.2.3.4:x"] {
             assert!(bad.parse::<ListenAddress>().is_err(), "{bad}");
         }

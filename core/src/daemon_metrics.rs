@@ -3,7 +3,7 @@
 //! standard `process_*` metrics.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -11,16 +11,19 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use crate::process;
 use crate::project_filter::ProjectFilter;
 use crate::snapshot::Snapshot;
-use lxmetrics_plugin::{Family, MetricDesc, SeriesOf};
+use lxmetrics_plugin::{Family, InstanceType, MetricDesc, SeriesOf};
 
-const UPTIME: MetricDesc = MetricDesc::gauge("uptime_seconds", "Daemon uptime in seconds");
-const INSTANCES: MetricDesc = MetricDesc::gauge("instances", "Number of running instances");
+// Types and HELP texts of the families LXD also serves are LXD's (lxd/metrics/types.go).
+const UPTIME: MetricDesc = MetricDesc::counter("uptime_seconds", "The daemon uptime in seconds.");
+const INSTANCES: MetricDesc = MetricDesc::gauge("instances", "The number of instances.");
 const API_COMPLETED: MetricDesc = MetricDesc::counter(
     "api_requests_completed_total",
-    "Completed API requests by entity type and result",
+    "The total number of completed API requests.",
 );
-const API_ONGOING: MetricDesc =
-    MetricDesc::gauge("api_requests_ongoing", "API requests being served now");
+const API_ONGOING: MetricDesc = MetricDesc::gauge(
+    "api_requests_ongoing",
+    "The number of API requests currently being handled.",
+);
 const COLLECTOR_DURATION: MetricDesc = MetricDesc::gauge(
     "metrics_collector_duration_seconds",
     "How long each collector took in the last refresh",
@@ -50,6 +53,13 @@ pub enum RequestResult {
 }
 
 impl RequestResult {
+    /// Every result, in the order series are written.
+    const ALL: [RequestResult; 3] = [
+        RequestResult::ErrorServer,
+        RequestResult::ErrorClient,
+        RequestResult::Succeeded,
+    ];
+
     /// Classifies an HTTP status code.
     pub fn from_status(status: u16) -> Self {
         match status {
@@ -66,14 +76,65 @@ impl RequestResult {
             RequestResult::ErrorServer => "error_server",
         }
     }
+
+    const fn slot(self) -> usize {
+        self as usize
+    }
+}
+
+/// LXD's entity types for `api_requests_*` (its `APIMetricsEntityTypes`): every one is
+/// written, zeros included, so dashboards and rates see the same series as on LXD.
+const ENTITY_TYPES: [&str; 13] = [
+    "certificate",
+    "cluster_member",
+    "identity",
+    "image",
+    "instance",
+    "network",
+    "operation",
+    "placement_group",
+    "profile",
+    "project",
+    "server",
+    "storage_pool",
+    "warning",
+];
+
+/// One of LXD's API entity types, for the request counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntityType(usize);
+
+impl EntityType {
+    /// The entity type of a request path, as LXD classifies it: `/1.0/instances...` is
+    /// `instance`, `/1.0/certificates...` is `certificate`; `/1.0`, `/1.0/metrics` and
+    /// every path LXD has no entity for (unknown paths included) are `server`.
+    pub fn of_path(path: &str) -> Self {
+        let rest = path.strip_prefix("/1.0/").unwrap_or("");
+        let first = rest.split('/').next().unwrap_or("");
+        let name = match first {
+            "instances" | "containers" | "virtual-machines" => "instance",
+            "certificates" => "certificate",
+            _ => "server",
+        };
+        Self::named(name)
+    }
+
+    fn named(name: &str) -> Self {
+        EntityType(ENTITY_TYPES.iter().position(|e| *e == name).unwrap_or(0))
+    }
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        ENTITY_TYPES[self.0]
+    }
 }
 
 /// Daemon-wide counters the server updates and the metrics endpoint reads.
 pub struct DaemonTelemetry {
     started: Instant,
     started_wall: SystemTime,
-    completed: Mutex<BTreeMap<(&'static str, RequestResult), u64>>,
-    ongoing: AtomicI64,
+    completed: [[AtomicU64; 3]; ENTITY_TYPES.len()],
+    ongoing: [AtomicI64; ENTITY_TYPES.len()],
     sources: Mutex<Vec<TelemetrySource>>,
 }
 
@@ -86,8 +147,8 @@ impl Default for DaemonTelemetry {
         DaemonTelemetry {
             started: Instant::now(),
             started_wall: SystemTime::now(),
-            completed: Mutex::new(BTreeMap::new()),
-            ongoing: AtomicI64::new(0),
+            completed: std::array::from_fn(|_| Default::default()),
+            ongoing: std::array::from_fn(|_| AtomicI64::new(0)),
             sources: Mutex::new(Vec::new()),
         }
     }
@@ -97,33 +158,31 @@ impl std::fmt::Debug for DaemonTelemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DaemonTelemetry")
             .field("started", &self.started)
-            .field("ongoing", &self.ongoing)
             .finish_non_exhaustive()
     }
 }
 
 /// Counts a request as ongoing until dropped.
 #[derive(Debug)]
-pub struct OngoingRequest<'a>(&'a DaemonTelemetry);
+pub struct OngoingRequest<'a>(&'a AtomicI64);
 
 impl Drop for OngoingRequest<'_> {
     fn drop(&mut self) {
-        self.0.ongoing.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl DaemonTelemetry {
     /// Marks a request as started; it counts as ongoing until the guard drops.
-    pub fn request_started(&self) -> OngoingRequest<'_> {
-        self.ongoing.fetch_add(1, Ordering::Relaxed);
-        OngoingRequest(self)
+    pub fn request_started(&self, entity: EntityType) -> OngoingRequest<'_> {
+        let ongoing = &self.ongoing[entity.0];
+        ongoing.fetch_add(1, Ordering::Relaxed);
+        OngoingRequest(ongoing)
     }
 
-    /// Counts a completed request. `entity_type` is a fixed word such as `metrics`,
-    /// `server`, `instances` or `certificates`, never client input.
-    pub fn request_completed(&self, entity_type: &'static str, result: RequestResult) {
-        let mut map = self.completed.lock().unwrap_or_else(|p| p.into_inner());
-        *map.entry((entity_type, result)).or_insert(0) += 1;
+    /// Counts a completed request.
+    pub fn request_completed(&self, entity: EntityType, result: RequestResult) {
+        self.completed[entity.0][result.slot()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The daemon families for one response. `filter` hides instance counts of projects
@@ -144,33 +203,35 @@ impl DaemonTelemetry {
         uptime.push(SeriesOf::HOST, (), self.started.elapsed().as_secs_f64());
         out.push(uptime);
 
-        let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+        // As LXD: every instance, running or not, counted per project and type; both
+        // types written for every project that has an instance.
+        let mut counts: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
         for i in snapshot.instances() {
             if filter.allows(Some(&i.project)) {
-                *counts.entry((&i.project, i.kind.as_str())).or_insert(0) += 1;
+                let slot = usize::from(i.kind == InstanceType::VirtualMachine);
+                counts.entry(&i.project).or_default()[slot] += 1;
             }
         }
         let mut instances = Family::new(INSTANCES, &["project", "type"]);
-        for ((project, kind), n) in counts {
-            instances.push(SeriesOf::HOST, [project, kind], n as f64);
+        for (project, [containers, vms]) in counts {
+            let container = InstanceType::Container.as_str();
+            let vm = InstanceType::VirtualMachine.as_str();
+            instances.push(SeriesOf::HOST, [project, container], containers as f64);
+            instances.push(SeriesOf::HOST, [project, vm], vms as f64);
         }
         out.push(instances);
 
         let mut completed = Family::new(API_COMPLETED, &["entity_type", "result"]);
-        {
-            let map = self.completed.lock().unwrap_or_else(|p| p.into_inner());
-            for ((entity, result), n) in map.iter() {
-                completed.push(SeriesOf::HOST, [*entity, result.as_str()], *n as f64);
+        let mut ongoing = Family::new(API_ONGOING, &["entity_type"]);
+        for (index, entity) in ENTITY_TYPES.iter().enumerate() {
+            for result in RequestResult::ALL {
+                let n = self.completed[index][result.slot()].load(Ordering::Relaxed);
+                completed.push(SeriesOf::HOST, [*entity, result.as_str()], n as f64);
             }
+            let n = self.ongoing[index].load(Ordering::Relaxed);
+            ongoing.push(SeriesOf::HOST, [*entity], n as f64);
         }
         out.push(completed);
-
-        let mut ongoing = Family::new(API_ONGOING, &[]);
-        ongoing.push(
-            SeriesOf::HOST,
-            (),
-            self.ongoing.load(Ordering::Relaxed) as f64,
-        );
         out.push(ongoing);
 
         if *filter != ProjectFilter::All {
@@ -291,10 +352,23 @@ mod tests {
     #[test]
     fn ongoing_requests_are_counted_until_dropped() {
         let t = DaemonTelemetry::default();
-        let g = t.request_started();
-        assert_eq!(t.ongoing.load(Ordering::Relaxed), 1);
+        let instance = EntityType::of_path("/1.0/instances");
+        let g = t.request_started(instance);
+        assert_eq!(t.ongoing[instance.0].load(Ordering::Relaxed), 1);
         drop(g);
-        assert_eq!(t.ongoing.load(Ordering::Relaxed), 0);
+        assert_eq!(t.ongoing[instance.0].load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn paths_map_to_lxd_entity_types() {
+        let of = |p| EntityType::of_path(p).as_str();
+        assert_eq!(of("/1.0/metrics"), "server");
+        assert_eq!(of("/1.0"), "server");
+        assert_eq!(of("/not/an/endpoint"), "server");
+        assert_eq!(of("/1.0/instances"), "instance");
+        assert_eq!(of("/1.0/instances/c1"), "instance");
+        assert_eq!(of("/1.0/certificates/abc"), "certificate");
+        assert!(ENTITY_TYPES.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]
@@ -330,7 +404,10 @@ mod tests {
     #[test]
     fn daemon_families_include_process_metrics() {
         let t = DaemonTelemetry::default();
-        t.request_completed("metrics", RequestResult::Succeeded);
+        t.request_completed(
+            EntityType::of_path("/1.0/metrics"),
+            RequestResult::Succeeded,
+        );
         let fams = t.families(&Snapshot::empty(), 3, &ProjectFilter::All);
         let names: Vec<&str> = fams.iter().map(|f| &*f.desc.name).collect();
         // No collector can shadow any of them: the reserved list covers every family.

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::discovery::Discovery;
+use crate::instance_info::instance_info;
 use crate::registry::NamedCollector;
 use crate::snapshot::{CollectorStatus, Snapshot, SnapshotBuilder};
 use lxmetrics_plugin::{CollectError, Collection, Collector, HostPaths, Instance, Scope};
@@ -119,8 +120,8 @@ impl RefreshEngine {
         let started = Instant::now();
         let deadline = started + self.timeout;
 
-        let (instances, discovery_status) = self.discover(deadline).await;
-        let scope = Arc::new(Scope::new(instances.clone(), self.host.clone()));
+        let (instances, readable, discovery_status) = self.discover(deadline).await;
+        let scope = Arc::new(Scope::new(readable, self.host.clone()));
 
         let runs: Vec<_> = self
             .slots
@@ -128,8 +129,13 @@ impl RefreshEngine {
             .map(|slot| self.start(slot, scope.clone()))
             .collect();
 
+        let info = instance_info(&instances);
         let mut builder = SnapshotBuilder::new(instances, self.prefix.clone());
-        builder.add_status(discovery_status);
+        if discovery_status.success {
+            builder.add_collection(DISCOVERY_STATUS, discovery_status.duration, info);
+        } else {
+            builder.add_status(discovery_status);
+        }
         for (slot, run) in self.slots.iter().zip(runs) {
             let outcome = match run {
                 Some(handle) => finish(handle, deadline, self.timeout).await,
@@ -191,10 +197,16 @@ impl RefreshEngine {
         self
     }
 
-    async fn discover(&self, deadline: Instant) -> (Arc<[Instance]>, CollectorStatus) {
+    /// All instances discovery found, readable ones first (collectors get that prefix,
+    /// so an index means the same instance in the scope and in the snapshot), the
+    /// readable prefix, and discovery's status.
+    async fn discover(
+        &self,
+        deadline: Instant,
+    ) -> (Arc<[Instance]>, Arc<[Instance]>, CollectorStatus) {
         let started = Instant::now();
         let result = tokio::time::timeout_at(deadline, self.discovery.discover(&self.host)).await;
-        let (instances, error) = match result {
+        let (mut instances, error) = match result {
             Ok(Ok(found)) => (found, None),
             Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
             Err(_) => (
@@ -213,7 +225,16 @@ impl RefreshEngine {
             error,
             slowest_instance: None,
         };
-        (instances.into(), status)
+        // Stable: discovery's order (project, name) holds within each part.
+        instances.sort_by_key(|i| !i.is_readable());
+        let readable_count = instances.iter().take_while(|i| i.is_readable()).count();
+        let all: Arc<[Instance]> = instances.into();
+        let readable = if readable_count == all.len() {
+            all.clone()
+        } else {
+            all[..readable_count].into()
+        };
+        (all, readable, status)
     }
 
     /// Spawns the collector unless an earlier run of it is still going.
@@ -378,6 +399,14 @@ mod tests {
         s.statuses().iter().find(|st| st.name == name).unwrap()
     }
 
+    /// The collectors' families (discovery's `instance_info` left out).
+    fn collected(s: &Snapshot) -> Vec<&Family> {
+        s.families()
+            .iter()
+            .filter(|f| &*f.desc.name != "instance_info")
+            .collect()
+    }
+
     #[tokio::test]
     async fn a_panicking_collector_fails_alone() {
         let e = engine(vec![
@@ -389,8 +418,8 @@ mod tests {
         let bad = status(&s, "bad");
         assert!(!bad.success);
         assert!(bad.error.as_deref().unwrap().contains("boom"));
-        assert_eq!(s.families().len(), 1);
-        assert_eq!(s.families()[0].samples.len(), 1);
+        assert_eq!(collected(&s).len(), 1);
+        assert_eq!(collected(&s)[0].samples.len(), 1);
         // The engine survives and runs again.
         let s2 = e.refresh().await;
         assert!(!status(&s2, "bad").success);
@@ -424,7 +453,7 @@ mod tests {
         assert!(!slow.success);
         assert_eq!(slow.duration, Duration::from_secs(5));
         assert!(slow.error.as_deref().unwrap().contains("deadline"));
-        assert_eq!(s.families().len(), 1);
+        assert_eq!(collected(&s).len(), 1);
 
         // While the hung run is still going, it is not started again.
         let s2 = e.refresh().await;

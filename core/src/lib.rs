@@ -24,6 +24,7 @@ pub mod engine;
 pub mod exposition;
 pub mod family_rules;
 pub mod fleet_config;
+mod instance_info;
 pub mod process;
 pub mod project_filter;
 pub mod registry;
@@ -39,7 +40,7 @@ pub mod collector {
 
 /// The instance model under its earlier path: re-exports of `lxmetrics-plugin`.
 pub mod instance {
-    pub use lxmetrics_plugin::{Instance, InstanceIndex, InstanceType};
+    pub use lxmetrics_plugin::{Instance, InstanceIndex, InstanceStatus, InstanceType};
 }
 
 /// The metric model under its earlier path: re-exports of `lxmetrics-plugin`.

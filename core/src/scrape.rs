@@ -507,11 +507,13 @@ mod tests {
         assert!(Arc::ptr_eq(&cached, &cached_body().unwrap()));
         assert_eq!(svc.cache().engine().refreshes(), 1);
 
-        svc.telemetry()
-            .request_completed("metrics", crate::daemon_metrics::RequestResult::Succeeded);
+        svc.telemetry().request_completed(
+            crate::daemon_metrics::EntityType::of_path("/1.0/metrics"),
+            crate::daemon_metrics::RequestResult::Succeeded,
+        );
         let body = text(&svc.scrape(&req).await.unwrap());
         assert!(body.contains(
-            "lxd_api_requests_completed_total{entity_type=\"metrics\",result=\"succeeded\"} 1"
+            "lxd_api_requests_completed_total{entity_type=\"server\",result=\"succeeded\"} 1"
         ));
     }
 

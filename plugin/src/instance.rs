@@ -30,12 +30,37 @@ impl fmt::Display for InstanceType {
     }
 }
 
-/// One running instance found by discovery: the unit every instance series is labelled with.
+/// Whether an instance runs, as the runtime that owns it says (LXD's words).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[non_exhaustive]
+pub enum InstanceStatus {
+    /// Running: its cgroup holds processes.
+    #[default]
+    Running,
+    /// Known to its runtime but not running (stopped, exited, created).
+    Stopped,
+}
+
+impl InstanceStatus {
+    /// The label value (`status` of `instance_info`), as LXD spells it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            InstanceStatus::Running => "Running",
+            InstanceStatus::Stopped => "Stopped",
+        }
+    }
+}
+
+/// One instance found by discovery: the unit every instance series is labelled with.
 ///
-/// Collectors receive instances in a slice and refer to them by [`InstanceIndex`], so a
-/// sample carries a 4-byte index instead of three label strings.
+/// Collectors receive the running instances whose cgroup was found, in a slice, and
+/// refer to them by [`InstanceIndex`], so a sample carries a 4-byte index instead of
+/// three label strings. Instances a runtime's API reports that are not running (or whose
+/// cgroup cannot be read) are counted and described but never given to collectors.
 ///
-/// More facts will be added (status, devices), so it is built with [`Instance::new`] or
+/// More facts may be added, so it is built with [`Instance::new`] or
 /// [`Instance::container`], not a struct literal.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -53,6 +78,17 @@ pub struct Instance {
     /// A process inside the instance, used to enter its namespaces and root file system.
     /// `None` when discovery found the cgroup but could not read a process from it.
     pub pid: Option<u32>,
+    /// Running or not, as its runtime says.
+    #[serde(default)]
+    pub status: InstanceStatus,
+    /// Paths inside the instance where further disks are mounted (LXD/Incus `disk`
+    /// devices, engine volumes), besides `/`; the filesystem collector reports each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<String>,
+    /// What the runtime knows about it beyond name, project and type (for example
+    /// `image`, `architecture`, `location`), served as labels of `instance_info`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub info: Vec<(String, String)>,
 }
 
 impl Instance {
@@ -69,7 +105,15 @@ impl Instance {
             kind,
             cgroup: cgroup.into(),
             pid: None,
+            status: InstanceStatus::Running,
+            mounts: Vec::new(),
+            info: Vec::new(),
         }
+    }
+
+    /// Whether collectors read it: running, with a cgroup discovery found.
+    pub fn is_readable(&self) -> bool {
+        self.status == InstanceStatus::Running && !self.cgroup.is_empty()
     }
 
     /// The same instance with `pid` as its known process.

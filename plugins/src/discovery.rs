@@ -10,9 +10,13 @@ use async_trait::async_trait;
 use lxmetrics_core::cgroup_pattern::{CgroupPattern, PatternPiece};
 use lxmetrics_core::config::{InstanceSource, InstancesConfig, Preset, INCUS_SOCKETS, LXD_SOCKETS};
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
-use lxmetrics_plugin::{run_blocking, FileReader, HostPaths, Instance, InstanceType, Layout};
+use lxmetrics_plugin::{
+    run_blocking, Family, FileReader, HostPaths, Instance, InstanceType, Layout, MetricDesc,
+    SeriesOf,
+};
 
 use crate::cgroupfs as parse;
+use crate::manager_api::{ManagedInstance, ManagerApi};
 
 /// How deep below an instance cgroup to look for a process (systemd inside a container
 /// puts them in `init.scope`, `system.slice/x.service`, ...).
@@ -26,6 +30,8 @@ struct Rule {
     project: String,
     /// LXD names cgroups `lxc.payload.<project>_<name>` outside the default project.
     lxd_project_prefix: bool,
+    /// The runtime a preset stands for (the `engine` fact of `instance_info`).
+    engine: Option<&'static str>,
     /// Literal characters: the more, the more specific the rule.
     specificity: usize,
     /// Which `[[instances.source]]` entry it comes from (index in the configuration).
@@ -45,12 +51,28 @@ fn compile(pattern: &str, kind: InstanceType, project: &str, lxd: bool) -> Rule 
         kind,
         project: project.to_owned(),
         lxd_project_prefix: lxd,
+        engine: None,
         source: 0,
     }
 }
 
 /// The rules a preset stands for.
 fn preset_rules(preset: Preset) -> Vec<Rule> {
+    let engine = match preset {
+        Preset::Lxc => "lxc",
+        Preset::Docker => "docker",
+        Preset::Podman => "podman",
+        Preset::SystemdNspawn => "systemd-nspawn",
+        Preset::Libvirt => "libvirt",
+    };
+    let mut rules = preset_patterns(preset);
+    for rule in &mut rules {
+        rule.engine = Some(engine);
+    }
+    rules
+}
+
+fn preset_patterns(preset: Preset) -> Vec<Rule> {
     use InstanceType::{Container, VirtualMachine};
     let c = |p: &str| compile(p, Container, "default", false);
     match preset {
@@ -137,31 +159,138 @@ fn systemd_unescape(text: &str) -> String {
     out
 }
 
-/// Finds instances in the cgroup tree.
+/// Finds instances in the cgroup tree, named by the LXD/Incus API where one runs here.
 #[derive(Clone, Debug)]
 pub struct CgroupDiscovery {
     rules: Vec<Rule>,
-    /// The LXD and Incus API sockets: while one exists, `<project>_<name>` is split.
-    manager_sockets: Arc<[PathBuf]>,
+    /// The LXD and Incus APIs: while one answers, it names the `lxc.payload.*` cgroups
+    /// and adds the instances that are not running.
+    managers: Arc<[ManagerApi]>,
+    /// How each manager's API answered lately (`metrics_instance_source_up`).
+    health: Arc<Mutex<Vec<SourceHealth>>>,
     /// Conflicting cgroup pairs already logged, so each is reported once.
     conflicts: Arc<Mutex<HashSet<(String, String)>>>,
 }
 
+/// What one manager's API did lately.
+#[derive(Clone, Debug)]
+struct SourceHealth {
+    engine: &'static str,
+    /// The last refresh got its instance list.
+    up: bool,
+    /// Refreshes that fell back to cgroup names because it did not answer.
+    fallbacks: u64,
+}
+
+/// What the managers said in one refresh.
+#[derive(Debug, Default)]
+struct ManagerView {
+    /// Their instances by cgroup name (`lxc.payload.<this>`).
+    claims: HashMap<String, ManagedInstance>,
+    /// A manager runs here but did not answer: LXD's `<project>_<name>` cgroup names are
+    /// split by guess this refresh.
+    guess_projects: bool,
+}
+
+const SOURCE_UP: MetricDesc = MetricDesc::gauge(
+    "metrics_instance_source_up",
+    "Whether the runtime's API answered in the last refresh (1) or instances were named from cgroups (0)",
+);
+const SOURCE_FALLBACKS: MetricDesc = MetricDesc::counter(
+    "metrics_instance_source_fallbacks_total",
+    "Refreshes that named instances from cgroups because the runtime's API did not answer",
+);
+
 impl CgroupDiscovery {
     /// Discovery for the configured `[instances]`: the `[[instances.source]]` rules
-    /// (validated by the config) and the LXD/Incus sockets that tell an LXD host.
+    /// (validated by the config) and the LXD/Incus sockets.
     pub fn new(instances: &InstancesConfig) -> Self {
-        let manager_sockets = instances
-            .lxd
-            .candidates(&LXD_SOCKETS)
-            .into_iter()
-            .chain(instances.incus.candidates(&INCUS_SOCKETS))
+        let managers: Arc<[ManagerApi]> = [
+            ManagerApi::new("lxd", instances.lxd.candidates(&LXD_SOCKETS)),
+            ManagerApi::new("incus", instances.incus.candidates(&INCUS_SOCKETS)),
+        ]
+        .into();
+        let health = managers
+            .iter()
+            .map(|m| SourceHealth {
+                engine: m.engine,
+                up: false,
+                fallbacks: 0,
+            })
             .collect();
         CgroupDiscovery {
             rules: Self::rules(&instances.source),
-            manager_sockets,
+            managers,
+            health: Arc::new(Mutex::new(health)),
             conflicts: Arc::default(),
         }
+    }
+
+    /// The LXD/Incus API sockets present on this host, by engine.
+    pub fn manager_sockets(&self) -> Vec<(&'static str, PathBuf)> {
+        self.managers
+            .iter()
+            .filter_map(|m| m.socket().map(|s| (m.engine, s.to_owned())))
+            .collect()
+    }
+
+    /// `metrics_instance_source_up{source}` and `..._fallbacks_total{source}` for each
+    /// LXD/Incus API present on this host (daemon series, for the unrestricted view).
+    pub fn health_families(&self) -> Vec<Family> {
+        let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let mut up = Family::new(SOURCE_UP, &["source"]);
+        let mut fallbacks = Family::new(SOURCE_FALLBACKS, &["source"]);
+        for (h, manager) in health.iter().zip(self.managers.iter()) {
+            if manager.socket().is_some() || h.fallbacks > 0 {
+                up.push(SeriesOf::HOST, [h.engine], if h.up { 1.0 } else { 0.0 });
+                fallbacks.push(SeriesOf::HOST, [h.engine], h.fallbacks as f64);
+            }
+        }
+        vec![up, fallbacks]
+    }
+
+    /// Asks every manager with a socket here for its instances (concurrently, each
+    /// bounded by the API timeout); a manager that does not answer is logged and counted,
+    /// and its cgroups are named by guess.
+    async fn ask_managers(&self) -> ManagerView {
+        let answers =
+            futures_util::future::join_all(self.managers.iter().map(|m| m.instances())).await;
+        let mut view = ManagerView::default();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        for ((answer, manager), h) in answers
+            .into_iter()
+            .zip(self.managers.iter())
+            .zip(health.iter_mut())
+        {
+            match answer {
+                Ok(None) => h.up = false,
+                Ok(Some(listed)) => {
+                    if !h.up {
+                        tracing::info!(
+                            source = manager.engine,
+                            instances = listed.len(),
+                            "instances named by the API"
+                        );
+                    }
+                    h.up = true;
+                    for managed in listed {
+                        view.claims.insert(managed.cgroup_name.clone(), managed);
+                    }
+                }
+                Err(e) => {
+                    if h.up || h.fallbacks == 0 {
+                        tracing::warn!(
+                            source = manager.engine,
+                            "API not usable, naming instances from cgroups until it answers: {e}"
+                        );
+                    }
+                    h.up = false;
+                    h.fallbacks += 1;
+                    view.guess_projects = true;
+                }
+            }
+        }
+        view
     }
 
     fn rules(sources: &[InstanceSource]) -> Vec<Rule> {
@@ -193,17 +322,16 @@ impl CgroupDiscovery {
         }
     }
 
-    /// Whether LXD or Incus runs here: only they forbid `_` in project and instance
-    /// names, so only on their hosts does `lxc.payload.prod_web` mean `prod`/`web`;
-    /// plain LXC allows `prod_web` as a container name.
-    fn lxd_host(&self) -> bool {
-        self.manager_sockets.iter().any(|p| p.exists())
-    }
-
-    /// Walks the tree under `cgroup_root`'s discovery hierarchy (blocking).
+    /// Walks the tree under `cgroup_root`'s discovery hierarchy (blocking), without
+    /// asking the LXD/Incus API: where a socket exists, LXD's `<project>_<name>` cgroup
+    /// names are split by guess (only LXD and Incus forbid `_` in names).
     pub fn discover_blocking(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
+        let view = ManagerView {
+            claims: HashMap::new(),
+            guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
+        };
         Ok(self
-            .discover_with_sources(host)?
+            .discover_with_sources(host, &view)?
             .into_iter()
             .map(|(instance, _)| instance)
             .collect())
@@ -214,21 +342,30 @@ impl CgroupDiscovery {
     pub fn instances_per_source(&self, host: &HostPaths) -> Result<Vec<usize>, DiscoveryError> {
         let sources = self.rules.iter().map(|r| r.source + 1).max().unwrap_or(0);
         let mut counts = vec![0; sources];
-        for (_, source) in self.discover_with_sources(host)? {
-            counts[source] += 1;
+        let view = ManagerView {
+            claims: HashMap::new(),
+            guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
+        };
+        for (instance, source) in self.discover_with_sources(host, &view)? {
+            if let Some(count) = counts.get_mut(source) {
+                *count += usize::from(instance.is_readable());
+            }
         }
         Ok(counts)
     }
 
-    /// The instances, each with the index of the source entry whose rule matched it.
+    /// The instances, each with the index of the source entry whose rule matched it;
+    /// instances a manager reported that no running cgroup matched come last, with
+    /// `usize::MAX` as their source.
     fn discover_with_sources(
         &self,
         host: &HostPaths,
+        view: &ManagerView,
     ) -> Result<Vec<(Instance, usize)>, DiscoveryError> {
         let layout =
             Layout::detect(&host.cgroup_root).map_err(|e| DiscoveryError(e.to_string()))?;
         let root = layout.discovery_root();
-        let lxd_host = self.lxd_host();
+        let mut claimed: HashSet<&str> = HashSet::new();
         let mut found: Vec<(usize, usize, Instance)> = Vec::new();
         let mut reader = FileReader::new();
         for rule in &self.rules {
@@ -249,21 +386,20 @@ impl CgroupDiscovery {
                     continue; // not running
                 };
                 let name = systemd_unescape(&name);
-                let (project, name) = match (project, rule.lxd_project_prefix && lxd_host) {
-                    (Some(p), _) => (p, name),
-                    (None, true) => match name.split_once('_') {
-                        Some((p, n)) if !p.is_empty() && !n.is_empty() => {
-                            (p.to_owned(), n.to_owned())
-                        }
-                        _ => (rule.project.clone(), name),
-                    },
-                    (None, false) => (rule.project.clone(), name),
+                let instance = if rule.lxd_project_prefix {
+                    lxc_instance(rule, name, view, &mut claimed)
+                } else {
+                    let project = project.unwrap_or_else(|| rule.project.clone());
+                    Instance::new(name, project, rule.kind, "")
                 };
-                found.push((
-                    rule.specificity,
-                    rule.source,
-                    Instance::new(name, project, rule.kind, relative).with_pid(pid),
-                ));
+                let mut instance = instance.with_pid(pid);
+                instance.cgroup = relative;
+                if instance.info.is_empty() {
+                    if let Some(engine) = rule.engine {
+                        instance.info = vec![("engine".to_owned(), engine.to_owned())];
+                    }
+                }
+                found.push((rule.specificity, rule.source, instance));
             }
         }
         // A cgroup matched by several rules belongs to the most specific one.
@@ -283,9 +419,53 @@ impl CgroupDiscovery {
             names.insert(key, instance.cgroup.clone());
             instances.push((instance, source));
         }
+        // What the managers know that is not running here (stopped, or a VM whose
+        // cgroup was not found): counted and described, never read.
+        let mut idle: Vec<&ManagedInstance> = view
+            .claims
+            .iter()
+            .filter(|(cgroup_name, _)| !claimed.contains(cgroup_name.as_str()))
+            .map(|(_, managed)| managed)
+            .collect();
+        idle.sort_by(|a, b| {
+            (&a.instance.project, &a.instance.name).cmp(&(&b.instance.project, &b.instance.name))
+        });
+        for managed in idle {
+            let instance = managed.instance.clone();
+            let key = (instance.project.clone(), instance.name.clone());
+            if let Some(kept) = names.get(&key) {
+                self.report_conflict(kept, &instance);
+                continue;
+            }
+            names.insert(key, String::new());
+            instances.push((instance, usize::MAX));
+        }
         instances.sort_by(|(a, _), (b, _)| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         Ok(instances)
     }
+}
+
+/// The instance an `lxc.payload.<name>` cgroup is: the one the LXD/Incus API names so;
+/// else, while a manager runs here but did not answer, LXD's `<project>_<name>` split
+/// by guess; else a plain LXC container, its whole name in the rule's project.
+fn lxc_instance<'v>(
+    rule: &Rule,
+    name: String,
+    view: &'v ManagerView,
+    claimed: &mut HashSet<&'v str>,
+) -> Instance {
+    if let Some((cgroup_name, managed)) = view.claims.get_key_value(name.as_str()) {
+        claimed.insert(cgroup_name);
+        return managed.instance.clone();
+    }
+    if view.guess_projects {
+        if let Some((p, n)) = name.split_once('_') {
+            if !p.is_empty() && !n.is_empty() {
+                return Instance::new(n, p, rule.kind, "");
+            }
+        }
+    }
+    Instance::new(name, rule.project.clone(), rule.kind, "")
 }
 
 impl CgroupDiscovery {
@@ -312,11 +492,15 @@ const MAX_LOGGED_CONFLICTS: usize = 1024;
 #[async_trait]
 impl Discovery for CgroupDiscovery {
     async fn discover(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
+        let view = self.ask_managers().await;
         let this = self.clone();
         let host = host.clone();
-        run_blocking(move || this.discover_blocking(&host))
-            .await
-            .map_err(|e| DiscoveryError(e.to_string()))?
+        run_blocking(move || {
+            this.discover_with_sources(&host, &view)
+                .map(|found| found.into_iter().map(|(instance, _)| instance).collect())
+        })
+        .await
+        .map_err(|e| DiscoveryError(e.to_string()))?
     }
 }
 

@@ -1,6 +1,10 @@
-//! `filesystem`: size, free and available bytes of each instance's root file system
-//! (statvfs of `<proc_root>/<pid>/root`), labelled with the device and type from the
-//! instance's own `mountinfo`.
+//! `filesystem`: size, free and available bytes of each container's root file system
+//! (statvfs of `<proc_root>/<pid>/root`) and of every further disk its runtime reports
+//! (LXD/Incus `disk` devices: `mountpoint` is the path inside), labelled with the device
+//! and type from the container's own `mountinfo`. A further disk is opened inside the
+//! container's root (`openat2` with `RESOLVE_IN_ROOT`), so a tenant's symlink cannot
+//! point the daemon at a host path. A disk not mounted inside is left out. VMs are
+//! skipped: QEMU's root is the host's.
 //!
 //! A hung file system (a dead NFS server) blocks statvfs in the kernel, uninterruptibly.
 //! The calls therefore run on one blocking thread that streams results back; the
@@ -16,11 +20,12 @@ use std::time::Duration;
 
 use lxmetrics_plugin::{
     BuildContext, BuildError, CollectError, Collection, Collector, CollectorSettings, Family,
-    FileReader, HostPaths, Instance, InstanceIndex, MetricDesc, Scope, Setting,
+    FileReader, HostPaths, Instance, InstanceIndex, InstanceType, MetricDesc, Scope, Setting,
 };
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use serde::{Deserialize, Serialize};
 
-use crate::hostfs::{self, RootMount};
+use crate::hostfs::{self, Mount};
 
 lxmetrics_plugin::register_collector!(
     "filesystem",
@@ -29,10 +34,19 @@ lxmetrics_plugin::register_collector!(
     settings = Settings
 );
 
-const AVAIL: MetricDesc = MetricDesc::gauge("filesystem_avail_bytes", "Available space in bytes.");
-const FREE: MetricDesc = MetricDesc::gauge("filesystem_free_bytes", "Free space in bytes.");
-const SIZE: MetricDesc =
-    MetricDesc::gauge("filesystem_size_bytes", "Size of the file system in bytes.");
+// LXD's HELP texts (lxd/metrics/types.go), wording kept.
+const AVAIL: MetricDesc = MetricDesc::gauge(
+    "filesystem_avail_bytes",
+    "The number of available space in bytes.",
+);
+const FREE: MetricDesc = MetricDesc::gauge(
+    "filesystem_free_bytes",
+    "The number of free space in bytes.",
+);
+const SIZE: MetricDesc = MetricDesc::gauge(
+    "filesystem_size_bytes",
+    "The size of the filesystem in bytes.",
+);
 
 /// `[collectors.filesystem]`.
 #[derive(Debug, Deserialize, Serialize)]
@@ -90,8 +104,12 @@ impl FilesystemCollector {
     }
 }
 
-/// One instance's answer; `Ok(None)` when its process is gone (the instance stopped).
-type Answer = (InstanceIndex, Result<Option<(RootMount, FsUsage)>, String>);
+/// One file system of an instance: its mount point inside, the mount, the usage.
+type FileSystem = (String, Mount, FsUsage);
+
+/// One instance's answer: its file systems; none when its process is gone (the instance
+/// stopped) or it is a VM.
+type Answer = (InstanceIndex, Result<Vec<FileSystem>, String>);
 
 /// statvfs results in bytes.
 #[derive(Clone, Copy, Debug)]
@@ -122,8 +140,7 @@ impl Collector for FilesystemCollector {
         {
             heard.insert(index);
             match answer {
-                Ok(Some(v)) => values.push((index, v)),
-                Ok(None) => {}
+                Ok(v) => values.push((index, v)),
                 Err(reason) => out.instance_failed(index, reason),
             }
         }
@@ -149,14 +166,14 @@ fn read_all(
     let mut files = FileReader::new();
     for (index, instance) in (0..).zip(instances) {
         let answer = match instance.pid {
-            Some(pid) => {
+            Some(pid) if instance.kind == InstanceType::Container => {
                 let proc_dir = host.proc_root.join(pid.to_string());
                 match proc_dir.is_dir() {
-                    true => read_one(&proc_dir, &mut files, in_flight).map(Some),
-                    false => Ok(None),
+                    true => read_one(&proc_dir, &instance.mounts, &mut files, in_flight),
+                    false => Ok(Vec::new()),
                 }
             }
-            None => Ok(None),
+            _ => Ok(Vec::new()),
         };
         if answers.send((index, answer)).is_err() {
             return; // the collector stopped listening
@@ -164,51 +181,103 @@ fn read_all(
     }
 }
 
+/// The root file system and the further `mounts` of one container.
 fn read_one(
     proc_dir: &std::path::Path,
+    mounts: &[String],
     files: &mut FileReader,
     in_flight: &Mutex<HashSet<PathBuf>>,
-) -> Result<(RootMount, FsUsage), String> {
-    let mount = files
-        .parse(&proc_dir.join("mountinfo"), hostfs::mountinfo_root)
+) -> Result<Vec<FileSystem>, String> {
+    let paths: Vec<&str> = std::iter::once("/")
+        .chain(mounts.iter().map(String::as_str))
+        .collect();
+    let found = files
+        .parse(&proc_dir.join("mountinfo"), |text| {
+            hostfs::mountinfo_at(text, &paths)
+        })
         .map_err(|e| e.to_string())?;
+    let mut found = found.into_iter();
+    let root_mount = found
+        .next()
+        .flatten()
+        .ok_or_else(|| format!("{}: no mount on /", proc_dir.join("mountinfo").display()))?;
     let root = proc_dir.join("root");
+    let usage = guarded(in_flight, &root, || rustix::fs::statvfs(&root))?;
+    let mut out = vec![("/".to_owned(), root_mount, usage)];
+    for (path, mount) in mounts.iter().zip(found) {
+        let Some(mount) = mount else {
+            continue; // configured but not mounted inside: nothing to measure
+        };
+        let key = root.join(path.trim_start_matches('/'));
+        let usage = guarded(in_flight, &key, || {
+            let dir = rustix::fs::open(
+                &root,
+                OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let fd = rustix::fs::openat2(
+                &dir,
+                path.trim_start_matches('/'),
+                OFlags::PATH | OFlags::CLOEXEC,
+                Mode::empty(),
+                ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            )?;
+            rustix::fs::fstatvfs(&fd)
+        });
+        match usage {
+            Ok(usage) => out.push((path.clone(), mount, usage)),
+            Err(e) => tracing::debug!("disk left out: {e}"),
+        }
+    }
+    Ok(out)
+}
+
+/// Runs one statvfs-like call for `path` unless an earlier call for it is still in
+/// flight (a hung file system holds one thread, not one per refresh).
+fn guarded(
+    in_flight: &Mutex<HashSet<PathBuf>>,
+    path: &std::path::Path,
+    call: impl FnOnce() -> rustix::io::Result<rustix::fs::StatVfs>,
+) -> Result<FsUsage, String> {
     {
         let mut set = in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        if !set.insert(root.clone()) {
+        if !set.insert(path.to_owned()) {
             return Err(format!(
                 "{}: skipped, an earlier statvfs has not returned yet",
-                root.display()
+                path.display()
             ));
         }
     }
-    let result = rustix::fs::statvfs(&root);
+    let result = call();
     in_flight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .remove(&root);
-    let stat = result.map_err(|e| format!("{}: statvfs: {e}", root.display()))?;
+        .remove(path);
+    let stat = result.map_err(|e| format!("{}: statvfs: {e}", path.display()))?;
     let unit = stat.f_frsize;
-    Ok((
-        mount,
-        FsUsage {
-            size: stat.f_blocks.saturating_mul(unit),
-            free: stat.f_bfree.saturating_mul(unit),
-            avail: stat.f_bavail.saturating_mul(unit),
-        },
-    ))
+    Ok(FsUsage {
+        size: stat.f_blocks.saturating_mul(unit),
+        free: stat.f_bfree.saturating_mul(unit),
+        avail: stat.f_bavail.saturating_mul(unit),
+    })
 }
 
-fn emit(values: Vec<(InstanceIndex, (RootMount, FsUsage))>, out: &mut Collection) {
+fn emit(values: Vec<(InstanceIndex, Vec<FileSystem>)>, out: &mut Collection) {
     let labels = ["device", "fstype", "mountpoint"];
     let mut avail = Family::new(AVAIL, &labels);
     let mut free = Family::new(FREE, &labels);
     let mut size = Family::new(SIZE, &labels);
-    for (index, (mount, usage)) in values {
-        let l = [mount.device.as_str(), mount.fstype.as_str(), "/"];
-        avail.push(index, l, usage.avail as f64);
-        free.push(index, l, usage.free as f64);
-        size.push(index, l, usage.size as f64);
+    for (index, file_systems) in values {
+        for (mountpoint, mount, usage) in file_systems {
+            let l = [
+                mount.device.as_str(),
+                mount.fstype.as_str(),
+                mountpoint.as_str(),
+            ];
+            avail.push(index, l, usage.avail as f64);
+            free.push(index, l, usage.free as f64);
+            size.push(index, l, usage.size as f64);
+        }
     }
     out.push(avail);
     out.push(free);

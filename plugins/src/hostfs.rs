@@ -156,9 +156,9 @@ eth0:123456789 1000 1 2 0 0 0 5 987654 900 3 4 0 0 0 0\n";
     }
 }
 
-/// The root file system of a mount namespace, from `/proc/<pid>/mountinfo`.
+/// A mounted file system of a mount namespace, from `/proc/<pid>/mountinfo`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RootMount {
+pub struct Mount {
     /// Mount source (`/dev/sda1`, `overlay`, `zfs/dataset`).
     pub device: String,
     /// File system type.
@@ -167,8 +167,17 @@ pub struct RootMount {
 
 /// Finds the mount on `/` in a mountinfo file (the last one: later mounts cover earlier
 /// ones). Fields: `id parent maj:min root mountpoint options [optional...] - fstype source super`.
-pub fn mountinfo_root(text: &str) -> Result<RootMount, ParseError> {
-    let mut found = None;
+pub fn mountinfo_root(text: &str) -> Result<Mount, ParseError> {
+    mountinfo_at(text, &["/"])?
+        .pop()
+        .flatten()
+        .ok_or_else(|| ParseError::new(0, "no mount on /"))
+}
+
+/// The mount covering each of `paths` exactly (the last mount on that path), in one
+/// pass over a mountinfo file; `None` for a path nothing is mounted on.
+pub fn mountinfo_at(text: &str, paths: &[&str]) -> Result<Vec<Option<Mount>>, ParseError> {
+    let mut found = vec![None; paths.len()];
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -181,14 +190,21 @@ pub fn mountinfo_root(text: &str) -> Result<RootMount, ParseError> {
         if separator < 6 || fields.len() < separator + 3 {
             return Err(ParseError::new(i + 1, "too few fields"));
         }
-        if fields[4] == "/" {
-            found = Some(RootMount {
+        let mountpoint = fields[4];
+        let escaped = mountpoint.contains('\\');
+        let mountpoint = if escaped {
+            std::borrow::Cow::Owned(unescape_octal(mountpoint))
+        } else {
+            std::borrow::Cow::Borrowed(mountpoint)
+        };
+        if let Some(slot) = paths.iter().position(|p| *p == mountpoint) {
+            found[slot] = Some(Mount {
                 device: unescape_octal(fields[separator + 2]),
                 fstype: fields[separator + 1].to_owned(),
             });
         }
     }
-    found.ok_or_else(|| ParseError::new(0, "no mount on /"))
+    Ok(found)
 }
 
 /// Undoes mountinfo's octal escapes (`\040` is a space).
@@ -222,7 +238,7 @@ mod mountinfo_tests {
                     40 22 0:50 / / rw - overlay my\\040overlay rw,lowerdir=/x\n";
         assert_eq!(
             mountinfo_root(text).unwrap(),
-            RootMount {
+            Mount {
                 device: "my overlay".into(),
                 fstype: "overlay".into()
             }

@@ -13,6 +13,7 @@ mod exec;
 mod filesystem;
 pub mod hostfs;
 mod link_speed;
+mod manager_api;
 mod memory;
 mod network;
 mod pressure;

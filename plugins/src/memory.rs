@@ -2,8 +2,10 @@
 //!
 //! Keys come from `memory.stat` (v1 uses the hierarchical `total_*` keys). `MemTotal` is
 //! the cgroup's limit, or the host's `MemTotal` when unlimited (or above it);
-//! `MemFree = MemTotal - usage`; `MemAvailable = MemFree + Inactive_file`. `Swap` is
-//! present where the kernel accounts swap for the cgroup.
+//! `MemFree = MemTotal - usage`; `MemAvailable = MemFree + Cached + reclaimable slab`
+//! (the newest LXD's formula; v1 has no slab figure, so there it is `MemFree + Cached`,
+//! as LXD 5.0 computes it everywhere), at most `MemTotal`. `Swap` is present where the
+//! kernel accounts swap for the cgroup. HELP texts are LXD's.
 //!
 //! `lxd_memory_events_total{event}` counts how often the instance hit its memory
 //! boundaries: v2 `memory.events` (`low`, `high`, `max`, `oom`, `oom_kill`), v1
@@ -64,8 +66,8 @@ const MEM_FREE: usize = STAT_KEYS.len();
 const MEM_AVAILABLE: usize = MEM_FREE + 1;
 const MEM_TOTAL: usize = MEM_FREE + 2;
 const SWAP: usize = MEM_FREE + 3;
-/// The slot of `Inactive_file` among the stat keys (MemAvailable needs it).
-const INACTIVE_FILE: usize = 7;
+/// The slot of `Cached` among the stat keys (MemAvailable needs it).
+const CACHED: usize = 3;
 /// Every key's slot: the stat keys, then the derived ones.
 const KEY_COUNT: usize = STAT_KEYS.len() + DERIVED_KEYS.len();
 
@@ -128,7 +130,7 @@ impl InstanceReader for MemoryReader {
         let v1 = matches!(hierarchy, Hierarchy::V1(_));
         let dir = hierarchy.dir(&instance.cgroup);
 
-        let mut keys = ctx
+        let (mut keys, slab_reclaimable) = ctx
             .files
             .parse(&dir.join("memory.stat"), |text| stat_keys(text, v1))?;
 
@@ -146,7 +148,11 @@ impl InstanceReader for MemoryReader {
         let free = total.saturating_sub(usage);
 
         keys[MEM_FREE] = Some(free);
-        keys[MEM_AVAILABLE] = keys[INACTIVE_FILE].map(|i| free.saturating_add(i).min(total));
+        keys[MEM_AVAILABLE] = keys[CACHED].map(|cached| {
+            free.saturating_add(cached)
+                .saturating_add(slab_reclaimable.unwrap_or(0))
+                .min(total)
+        });
         keys[MEM_TOTAL] = Some(total);
         keys[SWAP] = swap_usage(ctx, &dir, v1, usage)?;
 
@@ -225,12 +231,18 @@ impl InstanceReader for MemoryReader {
 }
 
 /// The stat keys' values from a `memory.stat` text (v1's `total_*` keys when `v1`),
-/// summed per key without copying the file's key names.
-fn stat_keys(text: &str, v1: bool) -> Result<[Option<u64>; KEY_COUNT], ParseError> {
+/// summed per key without copying the file's key names, and v2's `slab_reclaimable`.
+type StatKeys = ([Option<u64>; KEY_COUNT], Option<u64>);
+
+fn stat_keys(text: &str, v1: bool) -> Result<StatKeys, ParseError> {
     // Per key: the running sum and which of its sources were seen (a repeated line
     // counts once).
     let mut found = [(0u64, 0u8); STAT_KEYS.len()];
+    let mut slab_reclaimable = None;
     parse::flat_keyed(text, |k, v| {
+        if !v1 && k == "slab_reclaimable" {
+            slab_reclaimable = Some(v);
+        }
         for (slot, (_, v2_sources, v1_sources)) in STAT_KEYS.iter().enumerate() {
             let sources = if v1 { v1_sources } else { v2_sources };
             if let Some(j) = sources.iter().position(|s| *s == k) {
@@ -250,17 +262,42 @@ fn stat_keys(text: &str, v1: bool) -> Result<[Option<u64>; KEY_COUNT], ParseErro
             keys[slot] = Some(sum);
         }
     }
-    Ok(keys)
+    Ok((keys, slab_reclaimable))
 }
 
 fn key_family_name(key: &str) -> String {
     format!("memory_{key}_bytes")
 }
 
+/// LXD's HELP text of a key (`lxd/metrics/types.go`, wording kept, "used memory" for
+/// MemTotal included).
+fn key_help(key: &str) -> &'static str {
+    match key {
+        "Active" => "The amount of memory on active LRU list.",
+        "Active_anon" => "The amount of anonymous memory on active LRU list.",
+        "Active_file" => "The amount of file-backed memory on active LRU list.",
+        "Cached" => "The amount of cached memory.",
+        "Dirty" => "The amount of memory waiting to get written back to the disk.",
+        "Inactive" => "The amount of memory on inactive LRU list.",
+        "Inactive_anon" => "The amount of anonymous memory on inactive LRU list.",
+        "Inactive_file" => "The amount of file-backed memory on inactive LRU list.",
+        "Mapped" => "The amount of mapped memory.",
+        "RSS" => "The amount of anonymous and swap cache memory.",
+        "Shmem" => "The amount of cached filesystem data that is swap-backed.",
+        "Unevictable" => "The amount of unevictable memory.",
+        "Writeback" => "The amount of memory queued for syncing to disk.",
+        "MemFree" => "The amount of free memory.",
+        "MemAvailable" => "The amount of available memory.",
+        "MemTotal" => "The amount of used memory.",
+        "Swap" => "The amount of used swap memory.",
+        _ => "The amount of memory of this kind in bytes.",
+    }
+}
+
 fn key_desc(key: &str) -> MetricDesc {
     MetricDesc {
         name: key_family_name(key).into(),
-        help: format!("The amount of {key} memory in bytes.").into(),
+        help: key_help(key).into(),
         kind: MetricKind::Gauge,
         namespace: Namespace::Prefixed,
     }
@@ -292,7 +329,7 @@ mod tests {
 
     #[test]
     fn slots_name_their_keys() {
-        assert_eq!(key_name(INACTIVE_FILE), "Inactive_file");
+        assert_eq!(key_name(CACHED), "Cached");
         assert_eq!(key_name(MEM_FREE), "MemFree");
         assert_eq!(key_name(MEM_AVAILABLE), "MemAvailable");
         assert_eq!(key_name(MEM_TOTAL), "MemTotal");
@@ -305,8 +342,9 @@ mod tests {
 
     #[test]
     fn stat_keys_sum_their_sources_and_leave_out_incomplete_ones() {
-        let v2 = "anon 10\nactive_anon 3\ninactive_anon 2\nactive_file 4\nfile 7\nactive_anon 99\n";
-        let keys = stat_keys(v2, false).unwrap();
+        let v2 = "anon 10\nactive_anon 3\ninactive_anon 2\nactive_file 4\nfile 7\nactive_anon 99\nslab_reclaimable 6\n";
+        let (keys, slab) = stat_keys(v2, false).unwrap();
+        assert_eq!(slab, Some(6));
         assert_eq!(
             keys[0],
             Some(7),
@@ -315,16 +353,15 @@ mod tests {
         assert_eq!(keys[1], Some(3));
         assert_eq!(keys[3], Some(7), "Cached = file");
         assert_eq!(keys[9], Some(10), "RSS = anon");
-        assert_eq!(
-            keys[INACTIVE_FILE], None,
-            "no inactive_file line: absent, not 0"
-        );
+        assert_eq!(keys[7], None, "no inactive_file line: absent, not 0");
         assert_eq!(
             keys[5], None,
             "Inactive has inactive_anon but not inactive_file"
         );
         assert_eq!(keys[6], Some(2));
-        let v1 = "total_rss 5\nrss 1\n";
-        assert_eq!(stat_keys(v1, true).unwrap()[9], Some(5));
+        let v1 = "total_rss 5\nrss 1\nslab_reclaimable 3\n";
+        let (keys, slab) = stat_keys(v1, true).unwrap();
+        assert_eq!(keys[9], Some(5));
+        assert_eq!(slab, None, "v1 has no hierarchical slab figure");
     }
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use lxmetrics_plugin::{
     BuildContext, BuildError, CollectError, Collection, Collector, Family, Instance, InstanceIndex,
-    InstanceReader, MetricDesc, MetricKind, Namespace, PerInstanceCollector, ReadContext,
-    ReadError, Scope,
+    InstanceReader, InstanceType, MetricDesc, MetricKind, Namespace, PerInstanceCollector,
+    ReadContext, ReadError, Scope,
 };
 
 use crate::hostfs::{self, InterfaceCounters};
@@ -71,7 +71,12 @@ impl InstanceReader for NetworkReader {
         _: &mut (),
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
-        let Some(pid) = instance.pid else {
+        // A VM's process (QEMU) lives in the host's namespaces: its interfaces are the
+        // host's, not the guest's, so a VM has no network series of its own here.
+        let Some(pid) = instance
+            .pid
+            .filter(|_| instance.kind == InstanceType::Container)
+        else {
             return Ok(Vec::new());
         };
         let path = ctx.host.proc_root.join(pid.to_string()).join("net/dev");
@@ -84,9 +89,23 @@ impl InstanceReader for NetworkReader {
         _: Self::State,
         out: &mut Collection,
     ) {
+        // LXD's HELP texts (lxd/metrics/types.go), wording kept.
         let desc = |direction: &str, what: &str| MetricDesc {
             name: format!("network_{direction}_{what}_total").into(),
-            help: format!("Network {what}, {direction} direction.").into(),
+            help: format!(
+                "The amount of {} {} on a given interface.",
+                if direction == "receive" {
+                    "received"
+                } else {
+                    "transmitted"
+                },
+                match what {
+                    "drop" => "dropped bytes",
+                    "errs" => "errors",
+                    other => other,
+                }
+            )
+            .into(),
             kind: MetricKind::Counter,
             namespace: Namespace::Prefixed,
         };

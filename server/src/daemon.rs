@@ -158,6 +158,7 @@ pub async fn run(
     );
     let discovery = CgroupDiscovery::new(&config.instances);
     print_instance_sources(config, &discovery, &host);
+    let source_health = discovery.clone();
     let engine = RefreshEngine::new(
         Arc::new(discovery),
         collectors,
@@ -169,6 +170,7 @@ pub async fn run(
     .with_after_refresh(Arc::new(crate::memory::release_free_memory));
     let cache = MetricsCache::new(Arc::new(engine), config.metrics.cache_ttl);
     let telemetry = Arc::new(DaemonTelemetry::default());
+    telemetry.add_source(Arc::new(move || source_health.health_families()));
     let state = AppState {
         cluster: Arc::new(ArcSwap::from_pointee(config.cluster.members.clone())),
         metrics: MetricsService::new(cache, telemetry.clone()),
@@ -457,6 +459,12 @@ fn print_instance_sources(config: &Config, discovery: &CgroupDiscovery, host: &H
             );
         }
         Err(e) => println!("lxmetrics instances: discovery failed: {e}"),
+    }
+    for (engine, socket) in discovery.manager_sockets() {
+        println!(
+            "lxmetrics instances: named by the {engine} API at {} (running and stopped)",
+            socket.display()
+        );
     }
 }
 

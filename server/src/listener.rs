@@ -19,7 +19,7 @@ use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use lxmetrics_core::daemon_metrics::{DaemonTelemetry, RequestResult};
+use lxmetrics_core::daemon_metrics::{DaemonTelemetry, EntityType, RequestResult};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{watch, Semaphore};
@@ -30,7 +30,6 @@ use warp::reply::Response;
 
 use crate::body::{into_served, ServedBody};
 use crate::caller::{Caller, PeerCertificate};
-use crate::routes::entity_type;
 
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -274,7 +273,7 @@ fn request_service(
     let warp_service = warp::service(routes);
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(caller.clone());
-        let entity = entity_type(request.uri().path());
+        let entity = EntityType::of_path(request.uri().path());
         // HEAD is answered as GET without the body, on HTTP/1.1 and HTTP/2 alike (HTTP/2
         // does not strip a body the server sends, and a client treats one as a
         // protocol error).
@@ -285,7 +284,7 @@ fn request_service(
         let telemetry = telemetry.clone();
         let mut warp_service = warp_service.clone();
         async move {
-            let _ongoing = telemetry.request_started();
+            let _ongoing = telemetry.request_started(entity);
             let response = warp_service.call(request).await?;
             telemetry.request_completed(
                 entity,

@@ -61,19 +61,6 @@ pub enum ListenerScope {
     MetricsOnly,
 }
 
-/// The entity type of a path for `lxd_api_requests_completed_total` (a fixed word, never
-/// client input).
-pub fn entity_type(path: &str) -> &'static str {
-    let path = path.trim_end_matches('/');
-    match path {
-        "/1.0/metrics" | "/1.0/metrics/targets" => "metrics",
-        "" | "/1.0" => "server",
-        p if p.starts_with("/1.0/instances") => "instances",
-        p if p.starts_with("/1.0/certificates") => "certificates",
-        _ => "unknown",
-    }
-}
-
 /// The caller's access for this request, from the current trust snapshot.
 fn access_filter(state: AppState) -> impl Filter<Extract = (Access,), Error = Infallible> + Clone {
     warp::ext::optional::<Caller>().map(move |caller: Option<Caller>| {
@@ -471,18 +458,4 @@ async fn rejection_to_error(rejection: Rejection) -> Result<Response, Infallible
         (StatusCode::BAD_REQUEST, "bad request")
     };
     Ok(api::error(status, reason))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn entity_types_are_fixed_words() {
-        assert_eq!(entity_type("/1.0/metrics"), "metrics");
-        assert_eq!(entity_type("/1.0"), "server");
-        assert_eq!(entity_type("/1.0/instances/x"), "instances");
-        assert_eq!(entity_type("/1.0/certificates"), "certificates");
-        assert_eq!(entity_type("/whatever/../x"), "unknown");
-    }
 }

@@ -131,7 +131,7 @@ async fn concurrent_scrapers_share_one_refresh() {
     // Daemon metrics are per request, not cached: the request counter moved.
     assert!(
         later.contains(
-            "lxd_api_requests_completed_total{entity_type=\"metrics\",result=\"succeeded\"} 64"
+            "lxd_api_requests_completed_total{entity_type=\"server\",result=\"succeeded\"} 64"
         ),
         "{later}"
     );

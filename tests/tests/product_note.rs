@@ -78,7 +78,7 @@ fn openssl_certificate_trusted_and_scraped_with_curl() {
         "{body}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(body.contains("# TYPE lxd_uptime_seconds gauge"));
+    assert!(body.contains("# TYPE lxd_uptime_seconds counter"));
 
     // The metrics certificate reaches nothing else.
     let out = Command::new(&curl)
