@@ -180,7 +180,14 @@ struct SourceHealth {
     up: bool,
     /// Refreshes that fell back to cgroup names because it did not answer.
     fallbacks: u64,
+    /// After a failure the API is not asked again before this, so a hung daemon costs
+    /// one timeout per [`RETRY_AFTER`], not one per refresh.
+    retry_at: Option<std::time::Instant>,
 }
+
+/// How long discovery names instances from cgroups after the API failed, before asking
+/// it again.
+const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the managers said in one refresh.
 #[derive(Debug, Default)]
@@ -216,6 +223,7 @@ impl CgroupDiscovery {
                 engine: m.engine,
                 up: false,
                 fallbacks: 0,
+                retry_at: None,
             })
             .collect();
         CgroupDiscovery {
@@ -253,15 +261,29 @@ impl CgroupDiscovery {
     /// bounded by the API timeout); a manager that does not answer is logged and counted,
     /// and its cgroups are named by guess.
     async fn ask_managers(&self) -> ManagerView {
-        let answers =
-            futures_util::future::join_all(self.managers.iter().map(|m| m.instances())).await;
+        let now = std::time::Instant::now();
+        let waiting: Vec<bool> = {
+            let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            health
+                .iter()
+                .map(|h| h.retry_at.is_some_and(|at| now < at))
+                .collect()
+        };
+        let asks = self
+            .managers
+            .iter()
+            .zip(&waiting)
+            .map(|(m, wait)| async move {
+                match wait {
+                    true => Err(None),
+                    false => m.instances().await.map_err(Some),
+                }
+            });
+        let answers = futures_util::future::join_all(asks).await;
         let mut view = ManagerView::default();
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        for ((answer, manager), h) in answers
-            .into_iter()
-            .zip(self.managers.iter())
-            .zip(health.iter_mut())
-        {
+        let states = answers.into_iter().zip(self.managers.iter());
+        for ((answer, manager), h) in states.zip(health.iter_mut()) {
             match answer {
                 Ok(None) => h.up = false,
                 Ok(Some(listed)) => {
@@ -273,16 +295,18 @@ impl CgroupDiscovery {
                         );
                     }
                     h.up = true;
+                    h.retry_at = None;
                     for managed in listed {
                         view.claims.insert(managed.cgroup_name.clone(), managed);
                     }
                 }
-                Err(e) => {
-                    if h.up || h.fallbacks == 0 {
+                Err(error) => {
+                    if let Some(e) = error {
                         tracing::warn!(
                             source = manager.engine,
-                            "API not usable, naming instances from cgroups until it answers: {e}"
+                            "API not usable, naming instances from cgroups for {RETRY_AFTER:?}: {e}"
                         );
+                        h.retry_at = Some(now + RETRY_AFTER);
                     }
                     h.up = false;
                     h.fallbacks += 1;

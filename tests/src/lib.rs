@@ -6,6 +6,7 @@ pub mod churn;
 pub mod fuzz_entry;
 pub mod prometheus;
 pub mod real_cgroup;
+pub mod real_lxd;
 pub mod synthetic_fleet;
 
 use std::io::{BufRead, BufReader};
