@@ -796,6 +796,21 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_metrics_host_listens_on_9100_as_lxd() {
+        Jail::expect_with(|jail| {
+            let file = "[core]\nmetrics_address = \"127.0.0.1\"\nhttps_address = \"127.0.0.1\"\n";
+            std::fs::write(jail.directory().join("c.toml"), file).unwrap();
+            let c = load(&ConfigFile::Required(jail.directory().join("c.toml")), &[]).unwrap();
+            assert_eq!(
+                c.core.metrics_address.unwrap().to_string(),
+                "127.0.0.1:9100"
+            );
+            assert_eq!(c.core.https_address.to_string(), "127.0.0.1:8443");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn unknown_keys_name_the_key_and_file() {
         Jail::expect_with(|jail| {
             let e = load_in(jail, Some("[metrics]\ncache_tll = \"8s\"\n")).unwrap_err();

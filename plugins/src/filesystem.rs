@@ -320,6 +320,37 @@ mod tests {
         assert_eq!(out.families[2].samples.len(), 2);
     }
 
+    /// A tenant turns the path of one of its disks into a link to a host path: the link
+    /// resolves inside the container's root (where `/proc` is not), so that disk is left
+    /// out instead of reporting the host's proc file system; the real disk is served.
+    #[test]
+    fn a_disk_path_linked_out_of_the_container_is_not_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_dir = dir.path().join("4242");
+        let root = proc_dir.join("root");
+        std::fs::create_dir_all(root.join("mnt/real")).unwrap();
+        std::fs::create_dir_all(root.join("mnt")).unwrap();
+        std::os::unix::fs::symlink("/proc", root.join("mnt/data")).unwrap();
+        std::fs::write(
+            proc_dir.join("mountinfo"),
+            "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
+             2 1 8:2 / /mnt/data rw - ext4 /dev/sdb1 rw\n\
+             3 1 8:3 / /mnt/real rw - xfs /dev/sdc1 rw\n",
+        )
+        .unwrap();
+        let mounts = ["/mnt/data".to_owned(), "/mnt/real".to_owned()];
+        let found = read_one(
+            &proc_dir,
+            &mounts,
+            &mut FileReader::new(),
+            &Mutex::default(),
+        )
+        .unwrap();
+        let points: Vec<&str> = found.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(points, ["/", "/mnt/real"]);
+        assert_eq!(found[1].1.fstype, "xfs");
+    }
+
     #[tokio::test]
     async fn instances_not_answered_in_time_fail_without_blocking_the_refresh() {
         let scope = scope();

@@ -98,11 +98,12 @@ pub fn encode_families(ctx: &EncodeContext<'_>, families: &[Family], out: &mut V
             encode_parts(ctx, family, &name, out);
             continue;
         }
+        // Sample lines carry the family's name in both formats (a counter without
+        // `_total` is `unknown` in OpenMetrics, see `write_header`).
         let labels = family.label_names.len();
-        let sample_name = sample_name(ctx.format, family, &mut name);
-        write_sample(ctx, family, sample_name, labels, first, out);
+        write_sample(ctx, family, &name, labels, first, out);
         for sample in visible {
-            write_sample(ctx, family, sample_name, labels, sample, out);
+            write_sample(ctx, family, &name, labels, sample, out);
         }
     }
 }
@@ -130,7 +131,11 @@ pub fn finish(format: Format, out: &mut Vec<u8>) {
 }
 
 /// Writes `# HELP` and `# TYPE`. OpenMetrics names a counter family without `_total`.
+/// A counter whose name does not end in `_total` (LXD's `lxd_uptime_seconds`, a relayed
+/// text-format counter) is `unknown` in OpenMetrics, so its series keeps one name in
+/// Prometheus whichever format a scraper negotiates.
 fn write_header(format: Format, family: &Family, name: &[u8], out: &mut Vec<u8>) {
+    let om_counter_named_total = name.ends_with(b"_total");
     let family_name = match (format, family.desc.kind) {
         (Format::OpenMetrics, MetricKind::Counter) => name.strip_suffix(b"_total").unwrap_or(name),
         _ => name,
@@ -143,22 +148,16 @@ fn write_header(format: Format, family: &Family, name: &[u8], out: &mut Vec<u8>)
     out.extend_from_slice(family_name);
     out.push(b' ');
     let kind = match format {
+        Format::OpenMetrics
+            if family.desc.kind == MetricKind::Counter && !om_counter_named_total =>
+        {
+            MetricKind::Untyped.as_openmetrics_str()
+        }
         Format::OpenMetrics => family.desc.kind.as_openmetrics_str(),
         Format::PrometheusText => family.desc.kind.as_str(),
     };
     out.extend_from_slice(kind.as_bytes());
     out.push(b'\n');
-}
-
-/// The name on sample lines: in OpenMetrics a counter's samples always end in `_total`.
-fn sample_name<'n>(format: Format, family: &Family, name: &'n mut Vec<u8>) -> &'n [u8] {
-    if format == Format::OpenMetrics
-        && family.desc.kind == MetricKind::Counter
-        && !name.ends_with(b"_total")
-    {
-        name.extend_from_slice(b"_total");
-    }
-    name
 }
 
 /// Writes one sample line with the first `labels` of the family's own labels.
@@ -366,13 +365,13 @@ mod tests {
     }
 
     #[test]
-    fn openmetrics_counter_samples_always_end_in_total() {
-        let mut f = Family::new(MetricDesc::counter("odd_counter", "h"), &[]);
+    fn a_counter_without_total_keeps_its_name_in_openmetrics() {
+        let mut f = Family::new(MetricDesc::counter("uptime_seconds", "h"), &[]);
         f.push(SeriesOf::HOST, (), 1.0);
         let out = encode(Format::OpenMetrics, &[f], &[]);
         assert_eq!(
             out,
-            "# HELP lxd_odd_counter h\n# TYPE lxd_odd_counter counter\nlxd_odd_counter_total 1\n# EOF\n"
+            "# HELP lxd_uptime_seconds h\n# TYPE lxd_uptime_seconds unknown\nlxd_uptime_seconds 1\n# EOF\n"
         );
     }
 

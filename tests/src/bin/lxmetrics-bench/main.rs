@@ -212,7 +212,12 @@ fn measure_refresh(runtime: &tokio::runtime::Runtime, n: usize) -> RefreshFigure
             &host,
         )
         .unwrap();
-        let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default()));
+        // The bench fleet is cgroups only: a real LXD on the bench machine is not asked
+        // (its API cost is measured on its own, docs/performance.md).
+        let mut instances = InstancesConfig::default();
+        instances.lxd.socket = Some(std::path::PathBuf::new());
+        instances.incus.socket = Some(std::path::PathBuf::new());
+        let discovery = Arc::new(CgroupDiscovery::new(&instances));
         let engine = RefreshEngine::new(
             discovery,
             collectors,
