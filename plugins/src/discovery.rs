@@ -11,8 +11,8 @@ use lxmetrics_core::cgroup_pattern::{CgroupPattern, PatternPiece};
 use lxmetrics_core::config::{InstanceSource, InstancesConfig, Preset, INCUS_SOCKETS, LXD_SOCKETS};
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
 use lxmetrics_plugin::{
-    run_blocking, Family, FileReader, HostPaths, Instance, InstanceType, Layout, MetricDesc,
-    SeriesOf,
+    run_blocking, Family, FileReader, HostPaths, Instance, InstanceStatus, InstanceType, Layout,
+    MetricDesc, SeriesOf,
 };
 
 use crate::cgroupfs as parse;
@@ -170,6 +170,8 @@ pub struct CgroupDiscovery {
     health: Arc<Mutex<Vec<SourceHealth>>>,
     /// Conflicting cgroup pairs already logged, so each is reported once.
     conflicts: Arc<Mutex<HashSet<(String, String)>>>,
+    /// The last view every manager answered, and when.
+    kept_view: Arc<Mutex<Option<(std::time::Instant, Arc<ManagerView>)>>>,
 }
 
 /// What one manager's API did lately.
@@ -189,7 +191,7 @@ struct SourceHealth {
 /// it again.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What the managers said in one refresh.
+/// What the managers said.
 #[derive(Debug, Default)]
 struct ManagerView {
     /// Their instances by cgroup name (`lxc.payload.<this>`).
@@ -197,6 +199,29 @@ struct ManagerView {
     /// A manager runs here but did not answer: LXD's `<project>_<name>` cgroup names are
     /// split by guess this refresh.
     guess_projects: bool,
+    /// Every manager with a socket here answered: the view may be kept and reused.
+    answered: bool,
+    /// `lxc.payload.*` cgroups no manager claimed when the view was fetched: plain LXC
+    /// containers, which do not make the view out of date.
+    plain: HashSet<String>,
+}
+
+/// A kept view is reused for at most this long; sooner when the cgroups disagree with
+/// it (an instance started or stopped). Asking LXD costs it about 0.45 ms of CPU per
+/// instance (docs/performance.md), too much for every refresh.
+const VIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// One walk of the cgroup tree under a view.
+struct Walk {
+    /// The instances, each with the index of the source entry whose rule matched it
+    /// (`usize::MAX` for the managers' instances no running cgroup matched).
+    instances: Vec<(Instance, usize)>,
+    /// The cgroups disagree with an answered view: a `lxc.payload.*` cgroup it does not
+    /// claim, a container it calls stopped that runs, or one it calls running that
+    /// has no cgroup. The view is out of date.
+    stale: bool,
+    /// The `lxc.payload.*` cgroup names no manager claims.
+    unclaimed: Vec<String>,
 }
 
 const SOURCE_UP: MetricDesc = MetricDesc::gauge(
@@ -231,6 +256,7 @@ impl CgroupDiscovery {
             managers,
             health: Arc::new(Mutex::new(health)),
             conflicts: Arc::default(),
+            kept_view: Arc::default(),
         }
     }
 
@@ -281,6 +307,7 @@ impl CgroupDiscovery {
             });
         let answers = futures_util::future::join_all(asks).await;
         let mut view = ManagerView::default();
+        let mut asked = false;
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let states = answers.into_iter().zip(self.managers.iter());
         for ((answer, manager), h) in states.zip(health.iter_mut()) {
@@ -296,6 +323,7 @@ impl CgroupDiscovery {
                     }
                     h.up = true;
                     h.retry_at = None;
+                    asked = true;
                     for managed in listed {
                         view.claims.insert(managed.cgroup_name.clone(), managed);
                     }
@@ -314,6 +342,7 @@ impl CgroupDiscovery {
                 }
             }
         }
+        view.answered = asked && !view.guess_projects;
         view
     }
 
@@ -351,11 +380,12 @@ impl CgroupDiscovery {
     /// names are split by guess (only LXD and Incus forbid `_` in names).
     pub fn discover_blocking(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
         let view = ManagerView {
-            claims: HashMap::new(),
             guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
+            ..ManagerView::default()
         };
         Ok(self
             .discover_with_sources(host, &view)?
+            .instances
             .into_iter()
             .map(|(instance, _)| instance)
             .collect())
@@ -367,10 +397,10 @@ impl CgroupDiscovery {
         let sources = self.rules.iter().map(|r| r.source + 1).max().unwrap_or(0);
         let mut counts = vec![0; sources];
         let view = ManagerView {
-            claims: HashMap::new(),
             guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
+            ..ManagerView::default()
         };
-        for (instance, source) in self.discover_with_sources(host, &view)? {
+        for (instance, source) in self.discover_with_sources(host, &view)?.instances {
             if let Some(count) = counts.get_mut(source) {
                 *count += usize::from(instance.is_readable());
             }
@@ -378,18 +408,18 @@ impl CgroupDiscovery {
         Ok(counts)
     }
 
-    /// The instances, each with the index of the source entry whose rule matched it;
-    /// instances a manager reported that no running cgroup matched come last, with
-    /// `usize::MAX` as their source.
+    /// Walks the cgroup tree naming what it finds with `view`.
     fn discover_with_sources(
         &self,
         host: &HostPaths,
         view: &ManagerView,
-    ) -> Result<Vec<(Instance, usize)>, DiscoveryError> {
+    ) -> Result<Walk, DiscoveryError> {
         let layout =
             Layout::detect(&host.cgroup_root).map_err(|e| DiscoveryError(e.to_string()))?;
         let root = layout.discovery_root();
         let mut claimed: HashSet<&str> = HashSet::new();
+        let mut stale = false;
+        let mut unclaimed_names = Vec::new();
         let mut found: Vec<(usize, usize, Instance)> = Vec::new();
         let mut reader = FileReader::new();
         for rule in &self.rules {
@@ -411,7 +441,14 @@ impl CgroupDiscovery {
                 };
                 let name = systemd_unescape(&name);
                 let instance = if rule.lxd_project_prefix {
-                    lxc_instance(rule, name, view, &mut claimed)
+                    if !view.claims.contains_key(&name) {
+                        stale |= view.answered && !view.plain.contains(&name);
+                        unclaimed_names.push(name.clone());
+                    }
+                    let mut instance = lxc_instance(rule, name, view, &mut claimed);
+                    stale |= view.answered && instance.status != InstanceStatus::Running;
+                    instance.status = InstanceStatus::Running; // its cgroup holds a process
+                    instance
                 } else {
                     let project = project.unwrap_or_else(|| rule.project.clone());
                     Instance::new(name, project, rule.kind, "")
@@ -454,6 +491,12 @@ impl CgroupDiscovery {
         idle.sort_by(|a, b| {
             (&a.instance.project, &a.instance.name).cmp(&(&b.instance.project, &b.instance.name))
         });
+        // A container the view calls running without a running cgroup has stopped since.
+        stale |= view.answered
+            && idle.iter().any(|m| {
+                m.instance.status == InstanceStatus::Running
+                    && m.instance.kind == InstanceType::Container
+            });
         for managed in idle {
             let instance = managed.instance.clone();
             let key = (instance.project.clone(), instance.name.clone());
@@ -465,7 +508,11 @@ impl CgroupDiscovery {
             instances.push((instance, usize::MAX));
         }
         instances.sort_by(|(a, _), (b, _)| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
-        Ok(instances)
+        Ok(Walk {
+            instances,
+            stale,
+            unclaimed: unclaimed_names,
+        })
     }
 }
 
@@ -510,21 +557,48 @@ impl CgroupDiscovery {
     }
 }
 
+impl CgroupDiscovery {
+    /// One walk on the blocking pool.
+    async fn walk(&self, host: &HostPaths, view: Arc<ManagerView>) -> Result<Walk, DiscoveryError> {
+        let this = self.clone();
+        let host = host.clone();
+        run_blocking(move || this.discover_with_sources(&host, &view))
+            .await
+            .map_err(|e| DiscoveryError(e.to_string()))?
+    }
+}
+
 /// Conflict pairs remembered for log-once; beyond this they are no longer logged.
 const MAX_LOGGED_CONFLICTS: usize = 1024;
 
 #[async_trait]
 impl Discovery for CgroupDiscovery {
     async fn discover(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
-        let view = self.ask_managers().await;
-        let this = self.clone();
-        let host = host.clone();
-        run_blocking(move || {
-            this.discover_with_sources(&host, &view)
-                .map(|found| found.into_iter().map(|(instance, _)| instance).collect())
-        })
-        .await
-        .map_err(|e| DiscoveryError(e.to_string()))?
+        let kept = {
+            let kept = self.kept_view.lock().unwrap_or_else(|p| p.into_inner());
+            kept.as_ref()
+                .filter(|(at, _)| at.elapsed() < VIEW_MAX_AGE)
+                .map(|(_, view)| view.clone())
+        };
+        if let Some(view) = kept {
+            let walk = self.walk(host, view).await?;
+            if !walk.stale {
+                return Ok(walk.instances.into_iter().map(|(i, _)| i).collect());
+            }
+        }
+        let fetched = std::time::Instant::now();
+        let view = Arc::new(self.ask_managers().await);
+        let walk = self.walk(host, view.clone()).await?;
+        // Keep an answered view, with the plain LXC cgroups seen now, for later refreshes.
+        let kept = match Arc::try_unwrap(view) {
+            Ok(mut view) if view.answered => {
+                view.plain = walk.unclaimed.iter().cloned().collect();
+                Some((fetched, Arc::new(view)))
+            }
+            _ => None,
+        };
+        *self.kept_view.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+        Ok(walk.instances.into_iter().map(|(i, _)| i).collect())
     }
 }
 
@@ -766,6 +840,115 @@ mod tests {
         let found = names(lxd.discover_blocking(&host).unwrap());
         assert_eq!(found, expected(&[("default", "web"), ("prod", "web")]));
         assert_eq!(lxd.conflicts.lock().unwrap().len(), 1);
+    }
+
+    /// With the API's answer: its instances keep their exact identity (a VM whose cgroup
+    /// is not found and a stopped container are listed, not readable); a cgroup it does
+    /// not claim is a plain LXC container named in full, even with a `_`.
+    #[test]
+    fn the_api_names_claimed_cgroups_and_adds_what_does_not_run() {
+        use lxmetrics_plugin::InstanceStatus;
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup");
+        for name in ["c1", "foo_c3", "plain_web"] {
+            let c = cgroup.join(format!("lxc.payload.{name}"));
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("cgroup.procs"), "7\n").unwrap();
+        }
+        std::fs::write(cgroup.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let host = HostPaths {
+            cgroup_root: cgroup,
+            ..HostPaths::default()
+        };
+        let managed = |name: &str, project: &str, kind, status, cgroup_name: &str| {
+            let mut instance = Instance::new(name, project, kind, "");
+            instance.status = status;
+            instance.mounts = vec!["/mnt/data".into()];
+            instance.info = vec![("engine".into(), "lxd".into())];
+            (
+                cgroup_name.to_owned(),
+                ManagedInstance {
+                    instance,
+                    cgroup_name: cgroup_name.to_owned(),
+                },
+            )
+        };
+        use InstanceStatus::{Running, Stopped};
+        use InstanceType::{Container, VirtualMachine};
+        let view = ManagerView {
+            claims: HashMap::from([
+                managed("c1", "default", Container, Running, "c1"),
+                managed("c2", "default", Container, Stopped, "c2"),
+                managed("c3", "foo", Container, Running, "foo_c3"),
+                managed("vm1", "foo", VirtualMachine, Running, "foo_vm1"),
+            ]),
+            guess_projects: false,
+            answered: true,
+            plain: HashSet::new(),
+        };
+        let discovery = CgroupDiscovery::new(&InstancesConfig {
+            source: vec![InstanceSource::preset(Preset::Lxc)],
+            ..InstancesConfig::default()
+        });
+        let walk = discovery.discover_with_sources(&host, &view).unwrap();
+        // plain_web is not the API's: the view is out of date (LXD may have just made
+        // it), unless plain_web was already there, unclaimed, when the view was fetched.
+        assert!(walk.stale);
+        assert_eq!(walk.unclaimed, ["plain_web"]);
+        let kept = ManagerView {
+            plain: HashSet::from(["plain_web".to_owned()]),
+            claims: view.claims.clone(),
+            ..ManagerView {
+                answered: true,
+                ..ManagerView::default()
+            }
+        };
+        assert!(!discovery.discover_with_sources(&host, &kept).unwrap().stale);
+        // c1 stops: its cgroup goes while the kept view still calls it running.
+        let mut stopped = kept;
+        stopped.claims.remove("c1");
+        stopped
+            .claims
+            .extend([managed("c9", "default", Container, Running, "c9")]);
+        assert!(
+            discovery
+                .discover_with_sources(&host, &stopped)
+                .unwrap()
+                .stale
+        );
+        let found: Vec<Instance> = walk.instances.into_iter().map(|(i, _)| i).collect();
+        let summary: Vec<(&str, &str, bool, &str)> = found
+            .iter()
+            .map(|i| {
+                let engine = i
+                    .info
+                    .iter()
+                    .find(|(k, _)| k == "engine")
+                    .map(|(_, v)| v.as_str());
+                (
+                    i.project.as_str(),
+                    i.name.as_str(),
+                    i.is_readable(),
+                    engine.unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("default", "c1", true, "lxd"),
+                ("default", "c2", false, "lxd"),
+                ("default", "plain_web", true, "lxc"),
+                ("foo", "c3", true, "lxd"),
+                ("foo", "vm1", false, "lxd"),
+            ]
+        );
+        let c3 = found.iter().find(|i| i.name == "c3").unwrap();
+        assert_eq!(c3.cgroup, "lxc.payload.foo_c3");
+        assert_eq!(c3.pid, Some(7));
+        assert_eq!(c3.mounts, ["/mnt/data"]);
+        let vm = found.iter().find(|i| i.name == "vm1").unwrap();
+        assert_eq!((vm.status, vm.kind), (Running, VirtualMachine));
     }
 
     #[test]

@@ -351,7 +351,7 @@ async fn the_api_names_every_instance_and_its_disks() {
         INV,
     ]);
 
-    let daemon = daemon_with("");
+    let daemon = daemon_with("[metrics]\ncache_ttl = \"1s\"\n");
     let body = query(&daemon, "/1.0/metrics");
     let info = |name: &str, status: &str| {
         format!(
@@ -385,6 +385,17 @@ async fn the_api_names_every_instance_and_its_disks() {
     };
     assert_eq!(status_of(RUNNING), Some("Running".into()), "{listed}");
     assert_eq!(status_of(STOPPED), Some("Stopped".into()), "{listed}");
+
+    // The daemon keeps LXD's answer between refreshes (asking costs LXD CPU), but a
+    // start or stop shows at the very next refresh: the cgroups disagree with it.
+    lxc(&["stop", "--force", RUNNING, "--project", INV]);
+    lxc(&["start", STOPPED, "--project", INV]);
+    tokio::time::sleep(Duration::from_millis(1100)).await; // past the 1 s cache window
+    let body = query(&daemon, "/1.0/metrics");
+    for line in [info(RUNNING, "Stopped"), info(STOPPED, "Running")] {
+        assert!(body.lines().any(|l| l == line), "{line} missing:\n{body}");
+    }
+    assert!(!measures(&body, RUNNING) && measures(&body, STOPPED));
 
     lxc(&["delete", "-f", RUNNING, STOPPED, "--project", INV]);
     lxc(&["project", "delete", INV]);
