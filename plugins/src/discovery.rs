@@ -171,7 +171,7 @@ pub struct CgroupDiscovery {
     /// Conflicting cgroup pairs already logged, so each is reported once.
     conflicts: Arc<Mutex<HashSet<(String, String)>>>,
     /// The last view every manager answered, and when.
-    kept_view: Arc<Mutex<Option<(std::time::Instant, Arc<ManagerView>)>>>,
+    kept_view: Arc<Mutex<Option<KeptView>>>,
 }
 
 /// What one manager's API did lately.
@@ -210,6 +210,9 @@ struct ManagerView {
 /// it (an instance started or stopped). Asking LXD costs it about 0.45 ms of CPU per
 /// instance (docs/performance.md), too much for every refresh.
 const VIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An answered view and when it was fetched.
+type KeptView = (std::time::Instant, Arc<ManagerView>);
 
 /// One walk of the cgroup tree under a view.
 struct Walk {
