@@ -169,13 +169,15 @@ fn every_lxd_series_has_a_twin_with_the_same_value() {
         lxc(&["start", name, "--project", PROJECT]);
     }
     in_container(CPU, "while :; do :; done");
+    // Writes are small and synced (1 MiB a second), so the page cache moves by less than
+    // the memory floor between LXD's reading and ours.
     in_container(
         MEM,
-        "x=$(head -c 40000000 /dev/zero | tr \"\\0\" a); while :; do dd if=/dev/zero of=/root/fill bs=1M count=16 conv=fsync; sleep 1; done",
+        "x=$(head -c 40000000 /dev/zero | tr \"\\0\" a); while :; do dd if=/dev/zero of=/root/fill bs=1M count=1 conv=fsync; sleep 1; done",
     );
     in_container(
         DISK,
-        "while :; do dd if=/dev/zero of=/mnt/data/f bs=1M count=4 conv=fsync; sleep 1; done",
+        "while :; do dd if=/dev/zero of=/mnt/data/f bs=1M count=1 conv=fsync; sleep 1; done",
     );
 
     let state = tempfile::tempdir().expect("state");
