@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use lxmetrics_plugin::{HostPaths, Instance};
+use lxmetrics_plugin::{Family, HostPaths, Instance};
 
 /// Discovery failed as a whole (a single vanished instance is not a failure).
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +20,13 @@ pub trait Discovery: Send + Sync + 'static {
     /// The instances running now. Must not block the runtime: do file system walks on
     /// the blocking pool ([`run_blocking`](lxmetrics_plugin::run_blocking)).
     async fn discover(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError>;
+
+    /// Host and project families the inventory source knows beyond instances (LXD's
+    /// storage pools and project limits), as of the last [`Discovery::discover`]. They
+    /// may carry a `project` label: a caller limited to projects sees its projects' series.
+    fn families(&self) -> Vec<Family> {
+        Vec::new()
+    }
 }
 
 /// A fixed list of instances: for tests, benchmarks and embedding.

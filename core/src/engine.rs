@@ -129,10 +129,11 @@ impl RefreshEngine {
             .map(|slot| self.start(slot, scope.clone()))
             .collect();
 
-        let info = instance_info(&instances);
+        let mut info = instance_info(&instances);
         let mut builder = SnapshotBuilder::new(instances, self.prefix.clone());
         if discovery_status.success {
-            builder.add_collection(DISCOVERY_STATUS, discovery_status.duration, info);
+            info.families.extend(self.discovery.families());
+            builder.add_inventory(discovery_status.duration, info);
         } else {
             builder.add_status(discovery_status);
         }

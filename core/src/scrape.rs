@@ -127,6 +127,7 @@ impl MetricsService {
             prefix: &self.prefix,
             instance_labels: &[],
             visible: &|_| true,
+            project_visible: &|_| true,
         };
         encode_families(&ctx, &daemon, &mut tail);
         finish(request.format, &mut tail);
@@ -278,6 +279,7 @@ pub fn encode_instances(snapshot: &Snapshot, prefix: &str, request: &ScrapeReque
         prefix,
         instance_labels: snapshot.instance_labels(),
         visible: &visible,
+        project_visible: &|project| request.filter.allows(Some(project)),
     };
     let mut out = Vec::with_capacity(64 * 1024);
     encode_families(&ctx, snapshot.families(), &mut out);

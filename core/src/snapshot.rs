@@ -151,6 +151,17 @@ impl SnapshotBuilder {
 
     /// Adds one collector's output.
     pub fn add_collection(&mut self, name: &str, duration: Duration, collection: Collection) {
+        self.add(name, duration, collection, false);
+    }
+
+    /// Adds discovery's output (`instance_info`, the inventory source's host and project
+    /// families). Unlike a collector's, its host series may carry a `project` label:
+    /// the encoder then shows each to the callers who may see that project.
+    pub fn add_inventory(&mut self, duration: Duration, collection: Collection) {
+        self.add(crate::engine::DISCOVERY_STATUS, duration, collection, true);
+    }
+
+    fn add(&mut self, name: &str, duration: Duration, collection: Collection, project_label: bool) {
         let Collection {
             families,
             failures,
@@ -179,7 +190,7 @@ impl SnapshotBuilder {
         for mut family in families {
             let rendered = family.desc.rendered_name(&self.prefix);
             let served = family.desc.kind.served_names(&rendered);
-            if let Err(problem) = self.check_family(&family, &served) {
+            if let Err(problem) = self.check_family(&family, &served, project_label) {
                 problems.push(format!("{rendered}: {problem}"));
                 continue;
             }
@@ -207,8 +218,14 @@ impl SnapshotBuilder {
         });
     }
 
-    /// Checks a family whose sample lines will use the names `served`.
-    fn check_family(&self, family: &Family, served: &[String]) -> Result<(), String> {
+    /// Checks a family whose sample lines will use the names `served`. With
+    /// `project_label`, a family of host series only may label them with `project`.
+    fn check_family(
+        &self,
+        family: &Family,
+        served: &[String],
+        project_label: bool,
+    ) -> Result<(), String> {
         if !is_valid_metric_name(&family.desc.name) {
             return Err("not a valid metric name".into());
         }
@@ -221,7 +238,12 @@ impl SnapshotBuilder {
             }
         }
         check_suffixes(family)?;
-        family_rules::check_label_names(family.label_names.iter())?;
+        let host_only = family.samples.iter().all(|s| s.instance.is_none());
+        let labels = family
+            .label_names
+            .iter()
+            .filter(|l| !(project_label && host_only && *l == "project"));
+        family_rules::check_label_names(labels)?;
         let n = self.instances.len();
         for sample in &family.samples {
             if sample.label_values.len() != family.label_names.len() {
@@ -323,6 +345,36 @@ mod tests {
 
     fn cpu() -> Family {
         Family::new(MetricDesc::counter("cpu_seconds_total", "h"), &["mode"])
+    }
+
+    #[test]
+    fn only_the_inventory_may_label_host_series_with_a_project() {
+        let family = || {
+            let mut f = Family::new(
+                MetricDesc::gauge("project_limit", "h"),
+                &["project", "resource"],
+            );
+            f.push(SeriesOf::HOST, ["prod", "instances"], 10.0);
+            f
+        };
+        let collection = |f: Family| {
+            let mut c = Collection::new();
+            c.push(f);
+            c
+        };
+        let mut b = SnapshotBuilder::new(instances(), "lxd");
+        b.add_collection("plugin", Duration::ZERO, collection(family()));
+        b.add_inventory(Duration::ZERO, collection(family()));
+        let s = b.finish();
+        assert!(!s.statuses()[0].success, "a collector may not set project");
+        assert!(s.statuses()[1].success);
+        assert_eq!(s.families().len(), 1);
+        // Not on instance series, even from the inventory.
+        let mut on_instance = family();
+        on_instance.push(0, ["prod", "memory"], 1.0);
+        let mut b = SnapshotBuilder::new(instances(), "lxd");
+        b.add_inventory(Duration::ZERO, collection(on_instance));
+        assert!(!b.finish().statuses()[0].success);
     }
 
     #[test]

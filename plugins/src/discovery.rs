@@ -16,7 +16,7 @@ use lxmetrics_plugin::{
 };
 
 use crate::cgroupfs as parse;
-use crate::manager_api::{ManagedInstance, ManagerApi};
+use crate::manager_api::{ManagedInstance, ManagerApi, ManagerFigures};
 
 /// How deep below an instance cgroup to look for a process (systemd inside a container
 /// puts them in `init.scope`, `system.slice/x.service`, ...).
@@ -204,6 +204,8 @@ struct ManagerView {
     /// `lxc.payload.*` cgroups no manager claimed when the view was fetched: plain LXC
     /// containers, which do not make the view out of date.
     plain: HashSet<String>,
+    /// Each answering manager's storage pools and project limits.
+    figures: Vec<ManagerFigures>,
 }
 
 /// A kept view is reused for at most this long; sooner when the cgroups disagree with
@@ -226,6 +228,28 @@ struct Walk {
     /// The `lxc.payload.*` cgroup names no manager claims.
     unclaimed: Vec<String>,
 }
+
+const POOL_SIZE: MetricDesc = MetricDesc::gauge(
+    "storage_pool_size_bytes",
+    "Size of the storage pool in bytes, from the LXD/Incus API.",
+);
+const POOL_USED: MetricDesc = MetricDesc::gauge(
+    "storage_pool_used_bytes",
+    "Used space of the storage pool in bytes, from the LXD/Incus API.",
+);
+const PROJECT_LIMIT: MetricDesc = MetricDesc::gauge(
+    "project_limit",
+    "The project's limit of the resource (-1 when unlimited), from the LXD/Incus API.",
+);
+const PROJECT_USAGE: MetricDesc = MetricDesc::gauge(
+    "project_usage",
+    "The project's usage of the resource, from the LXD/Incus API.",
+);
+
+const PROJECT_RESOURCES: MetricDesc = MetricDesc::gauge(
+    "project_resources_total",
+    "How many resources of each kind (instances, profiles, images, networks, ...) the project holds, from the LXD/Incus API.",
+);
 
 const SOURCE_UP: MetricDesc = MetricDesc::gauge(
     "metrics_instance_source_up",
@@ -261,6 +285,38 @@ impl CgroupDiscovery {
             conflicts: Arc::default(),
             kept_view: Arc::default(),
         }
+    }
+
+    /// `storage_pool_{size,used}_bytes{pool,driver}`,
+    /// `project_{limit,usage}{project,resource}` and
+    /// `project_resources_total{project,resource}` from the kept answer of the LXD/Incus
+    /// API (absent while none answered).
+    fn figure_families(&self) -> Vec<Family> {
+        let kept = self.kept_view.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, view)) = kept.as_ref() else {
+            return Vec::new();
+        };
+        let mut size = Family::new(POOL_SIZE, &["pool", "driver"]);
+        let mut used = Family::new(POOL_USED, &["pool", "driver"]);
+        let mut limit = Family::new(PROJECT_LIMIT, &["project", "resource"]);
+        let mut usage = Family::new(PROJECT_USAGE, &["project", "resource"]);
+        let mut totals = Family::new(PROJECT_RESOURCES, &["project", "resource"]);
+        for figures in &view.figures {
+            for pool in &figures.pools {
+                let labels = [pool.name.as_str(), pool.driver.as_str()];
+                size.push(SeriesOf::HOST, labels, pool.size as f64);
+                used.push(SeriesOf::HOST, labels, pool.used as f64);
+            }
+            for r in &figures.projects {
+                let labels = [r.project.as_str(), r.resource.as_str()];
+                limit.push(SeriesOf::HOST, labels, r.limit as f64);
+                usage.push(SeriesOf::HOST, labels, r.usage as f64);
+            }
+            for (project, kind, n) in &figures.counts {
+                totals.push(SeriesOf::HOST, [project.as_str(), kind.as_str()], *n as f64);
+            }
+        }
+        vec![size, used, limit, usage, totals]
     }
 
     /// The LXD/Incus API sockets present on this host, by engine.
@@ -303,9 +359,19 @@ impl CgroupDiscovery {
             .iter()
             .zip(&waiting)
             .map(|(m, wait)| async move {
-                match wait {
-                    true => Err(None),
-                    false => m.instances().await.map_err(Some),
+                if *wait {
+                    return Err(None);
+                }
+                match m.instances().await {
+                    Ok(Some(listed)) => {
+                        // Pools and projects are extra: without them the inventory stands.
+                        let figures = m.figures().await.map_err(|e| {
+                            tracing::debug!(source = m.engine, "storage pools and projects: {e}");
+                        });
+                        Ok(Some((listed, figures.ok())))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(Some(e)),
                 }
             });
         let answers = futures_util::future::join_all(asks).await;
@@ -316,7 +382,8 @@ impl CgroupDiscovery {
         for ((answer, manager), h) in states.zip(health.iter_mut()) {
             match answer {
                 Ok(None) => h.up = false,
-                Ok(Some(listed)) => {
+                Ok(Some((listed, figures))) => {
+                    view.figures.extend(figures);
                     if !h.up {
                         tracing::info!(
                             source = manager.engine,
@@ -603,6 +670,10 @@ impl Discovery for CgroupDiscovery {
         *self.kept_view.lock().unwrap_or_else(|p| p.into_inner()) = kept;
         Ok(walk.instances.into_iter().map(|(i, _)| i).collect())
     }
+
+    fn families(&self) -> Vec<Family> {
+        self.figure_families()
+    }
 }
 
 /// Expands the pattern component by component; literal components cost a `stat`, only
@@ -888,6 +959,7 @@ mod tests {
             guess_projects: false,
             answered: true,
             plain: HashSet::new(),
+            figures: Vec::new(),
         };
         let discovery = CgroupDiscovery::new(&InstancesConfig {
             source: vec![InstanceSource::preset(Preset::Lxc)],

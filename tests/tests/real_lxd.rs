@@ -243,6 +243,37 @@ async fn lxds_own_metrics_suite_passes() {
         let (status, _) = get(&daemon, &https, Some(&restricted), &path).await;
         assert_eq!(status, 403, "{path}");
     }
+    // Beyond LXD 5.0 (as Incus): storage pools for the unrestricted, project limits and
+    // usage per project, each shown only to callers who may see the project.
+    let pool: serde_json::Value =
+        serde_json::from_str(&lxc(&["query", "/1.0/storage-pools/default/resources"]))
+            .expect("pool resources");
+    let (_, all) = get(&daemon, &https, Some(&metrics_cert), "/1.0/metrics").await;
+    let size = sample_value(
+        &all,
+        "lxd_storage_pool_size_bytes{pool=\"default\",driver=\"dir\"}",
+    );
+    assert_eq!(size, pool["space"]["total"].as_f64(), "{all}");
+    for (project, n) in [(FOO, 1.0), (FOO2, 1.0)] {
+        let usage = format!("lxd_project_usage{{project=\"{project}\",resource=\"containers\"}}");
+        let limit = format!("lxd_project_limit{{project=\"{project}\",resource=\"containers\"}}");
+        assert_eq!(sample_value(&all, &usage), Some(n), "{usage}");
+        assert_eq!(sample_value(&all, &limit), Some(-1.0), "{limit}: unlimited");
+        let held =
+            format!("lxd_project_resources_total{{project=\"{project}\",resource=\"instances\"}}");
+        assert_eq!(sample_value(&all, &held), Some(n), "{held}");
+    }
+    let (_, own) = get(&daemon, &https, Some(&restricted), "/1.0/metrics").await;
+    assert!(
+        own.contains(&format!("lxd_project_usage{{project=\"{FOO}\"")),
+        "{own}"
+    );
+    assert!(!own.contains(&format!("project=\"{FOO2}\"")), "{own}");
+    assert!(
+        !own.contains("lxd_storage_pool_"),
+        "pools are the host's: {own}"
+    );
+
     // ==> c1 and c2 metrics are not visible as they are in another project
     let (_, body) = get(
         &daemon,

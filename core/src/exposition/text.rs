@@ -82,13 +82,35 @@ pub struct EncodeContext<'a> {
     pub instance_labels: &'a [Box<[u8]>],
     /// Which series to write: `None` instance means a host or daemon series.
     pub visible: &'a dyn Fn(Option<InstanceIndex>) -> bool,
+    /// Which projects' host series to write, for host series that carry a `project`
+    /// label (the inventory's project families): they follow the project, not `visible`.
+    pub project_visible: &'a dyn Fn(&str) -> bool,
+}
+
+impl EncodeContext<'_> {
+    /// Whether `sample` of a family whose `project` label is at `project_label` is shown.
+    fn shows(&self, sample: &Sample, project_label: Option<usize>) -> bool {
+        match (sample.instance, project_label) {
+            (None, Some(p)) => sample
+                .label_values
+                .get(p)
+                .is_some_and(|project| (self.project_visible)(project)),
+            (instance, _) => (self.visible)(instance),
+        }
+    }
+}
+
+/// Where a family's `project` label is, if it has one.
+fn project_label(family: &Family) -> Option<usize> {
+    family.label_names.iter().position(|l| l == "project")
 }
 
 /// Appends the families to `out`. Families with no visible sample are left out entirely.
 pub fn encode_families(ctx: &EncodeContext<'_>, families: &[Family], out: &mut Vec<u8>) {
     let mut name = Vec::with_capacity(64);
     for family in families {
-        let mut visible = family.samples.iter().filter(|s| (ctx.visible)(s.instance));
+        let project = project_label(family);
+        let mut visible = family.samples.iter().filter(|s| ctx.shows(s, project));
         let Some(first) = visible.next() else {
             continue;
         };
@@ -112,8 +134,9 @@ pub fn encode_families(ctx: &EncodeContext<'_>, families: &[Family], out: &mut V
 /// (`le`, `quantile`) only where it belongs.
 fn encode_parts(ctx: &EncodeContext<'_>, family: &Family, name: &[u8], out: &mut Vec<u8>) {
     let mut suffixed = Vec::with_capacity(name.len() + 7);
+    let project = project_label(family);
     for (i, sample) in family.samples.iter().enumerate() {
-        if !(ctx.visible)(sample.instance) {
+        if !ctx.shows(sample, project) {
             continue;
         }
         suffixed.clear();
@@ -214,6 +237,7 @@ mod tests {
             prefix: "lxd",
             instance_labels: &labels,
             visible: &|_| true,
+            project_visible: &|_| true,
         };
         let mut out = Vec::new();
         encode_families(&ctx, families, &mut out);
@@ -405,11 +429,40 @@ mod tests {
             prefix: "lxd",
             instance_labels: &labels,
             visible: &|i| i.is_none(),
+            project_visible: &|_| true,
         };
         let mut out = Vec::new();
         encode_families(&ctx, &families, &mut out);
         let out = String::from_utf8(out).unwrap();
         assert!(!out.contains("cpu_seconds"), "{out}");
         assert!(out.contains("process_start_time_seconds 1700000000"));
+    }
+
+    #[test]
+    fn host_series_with_a_project_label_follow_the_project() {
+        let mut limits = Family::new(
+            MetricDesc::gauge("project_limit", "h"),
+            &["project", "resource"],
+        );
+        limits.push(SeriesOf::HOST, ["prod", "instances"], 10.0);
+        limits.push(SeriesOf::HOST, ["dev", "instances"], -1.0);
+        let mut pools = Family::new(MetricDesc::gauge("storage_pool_size_bytes", "h"), &["pool"]);
+        pools.push(SeriesOf::HOST, ["default"], 1e9);
+        let ctx = EncodeContext {
+            format: Format::PrometheusText,
+            prefix: "lxd",
+            instance_labels: &[],
+            visible: &|i| i.is_some(), // a caller limited to projects
+            project_visible: &|p| p == "prod",
+        };
+        let mut out = Vec::new();
+        encode_families(&ctx, &[limits, pools], &mut out);
+        let out = String::from_utf8(out).unwrap();
+        assert!(out.contains("lxd_project_limit{project=\"prod\",resource=\"instances\"} 10"));
+        assert!(!out.contains("dev"), "{out}");
+        assert!(
+            !out.contains("storage_pool"),
+            "host series without a project: {out}"
+        );
     }
 }
