@@ -15,6 +15,7 @@
 //! [`instance`], [`registry`], [`register_collector!`], [`async_trait`]) as re-exports of
 //! the contract, nothing more.
 
+mod body_cache;
 pub mod cache;
 pub mod cgroup_pattern;
 pub mod config;

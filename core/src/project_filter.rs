@@ -43,3 +43,22 @@ impl ProjectFilter {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_filters() {
+        let f = ProjectFilter::only(["b".to_string(), "a".to_string(), "a".to_string()]);
+        assert!(f.allows(Some("a")) && f.allows(Some("b")));
+        assert!(!f.allows(Some("c")) && !f.allows(None));
+        assert!(ProjectFilter::All.allows(None));
+        let g = ProjectFilter::only(["c".to_string(), "b".to_string()]);
+        assert_eq!(f.intersect(&g), ProjectFilter::only(["b".to_string()]));
+        assert_eq!(ProjectFilter::All.intersect(&g), g);
+        // A restricted certificate asking for another project gets nothing.
+        let none = f.intersect(&ProjectFilter::only(["z".to_string()]));
+        assert!(!none.allows(Some("a")) && !none.allows(Some("z")));
+    }
+}

@@ -10,17 +10,18 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::body_cache::BodyCache;
 use crate::cache::{MetricsCache, RefreshFailed};
 use crate::daemon_metrics::DaemonTelemetry;
 use crate::exposition::compress::GzipPrefix;
 use crate::exposition::text::{encode_families, finish, EncodeContext};
 use crate::exposition::{ContentEncoding, EncodedBody, Format};
 use crate::project_filter::ProjectFilter;
-use crate::snapshot::{BodyKey, Snapshot};
+use crate::snapshot::Snapshot;
 use lxmetrics_plugin::InstanceIndex;
 
 /// What the caller asked for, already negotiated and authorized.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScrapeRequest {
     /// The projects the caller may and wants to see.
     pub filter: ProjectFilter,
@@ -82,6 +83,7 @@ pub struct MetricsService {
     prefix: Arc<str>,
     encoders: Arc<tokio::sync::Semaphore>,
     uncached: Arc<tokio::sync::Semaphore>,
+    bodies: Arc<BodyCache>,
 }
 
 impl MetricsService {
@@ -95,6 +97,7 @@ impl MetricsService {
             prefix,
             encoders: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_ENCODINGS)),
             uncached: Arc::new(tokio::sync::Semaphore::new(MAX_UNCACHED_BODIES)),
+            bodies: Arc::default(),
         }
     }
 
@@ -178,12 +181,7 @@ impl MetricsService {
             filter,
             ..request.clone()
         };
-        let key = BodyKey {
-            filter: request.filter.clone(),
-            format: request.format,
-            encoding: request.encoding,
-        };
-        match snapshot.body_slot(&key) {
+        match self.bodies.slot(snapshot, request) {
             Some(slot) => slot
                 .get_or_init(|| self.encode_off_worker(snapshot, request))
                 .await
@@ -434,7 +432,7 @@ mod tests {
             assert!(!text(&resp).contains("lxd_procs_total{"));
         }
         let snapshot = svc.cache().snapshot().await.unwrap();
-        assert_eq!(snapshot.cached_bodies(), 0);
+        assert_eq!(svc.bodies.len(&snapshot), 0);
         // The normal scrape still gets its slot; a filter naming a present project and an
         // absent one shares the slot of the present one alone.
         let _ = svc.scrape(&req(ProjectFilter::All)).await.unwrap();
@@ -446,7 +444,7 @@ mod tests {
             .scrape(&req(ProjectFilter::only(["other".into()])))
             .await
             .unwrap();
-        assert_eq!(snapshot.cached_bodies(), 2);
+        assert_eq!(svc.bodies.len(&snapshot), 2);
     }
 
     #[tokio::test]
@@ -455,12 +453,12 @@ mod tests {
         let snapshot = svc.cache().snapshot().await.unwrap();
         // Fill every cache slot with other keys so the next ones go uncached.
         for i in 0..64u32 {
-            let key = BodyKey {
-                filter: ProjectFilter::only([format!("k{i}")]),
-                format: Format::PrometheusText,
-                encoding: ContentEncoding::Identity,
-            };
-            let _ = snapshot.body_slot(&key);
+            let key = request(
+                ProjectFilter::only([format!("k{i}")]),
+                Format::PrometheusText,
+                ContentEncoding::Identity,
+            );
+            let _ = svc.bodies.slot(&snapshot, &key);
         }
         let req = request(
             ProjectFilter::only(["other".to_string()]),
@@ -494,14 +492,9 @@ mod tests {
         );
         let _ = svc.scrape(&req).await.unwrap();
         let snapshot = svc.cache().snapshot().await.unwrap();
-        let key = BodyKey {
-            filter: req.filter.clone(),
-            format: req.format,
-            encoding: req.encoding,
-        };
         let cached_body = || {
-            snapshot
-                .body_slot(&key)
+            svc.bodies
+                .slot(&snapshot, &req)
                 .and_then(|slot| slot.get().cloned())
         };
         let cached = cached_body().expect("body cached after first scrape");

@@ -7,16 +7,14 @@
 //! that collector's series. A family that breaks a rule is dropped and its collector is
 //! reported as failed, never served half-right.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use compact_str::CompactString;
 
 use crate::exposition::text::render_instance_labels;
-use crate::exposition::{ContentEncoding, EncodedBody, Format};
 use crate::family_rules;
-use crate::project_filter::ProjectFilter;
 use lxmetrics_plugin::{
     is_valid_metric_name, Collection, Family, Instance, InstanceIndex, MetricKind, SeriesSuffix,
 };
@@ -38,26 +36,6 @@ pub struct CollectorStatus {
     pub slowest_instance: Option<(String, Duration)>,
 }
 
-/// Identifies one cached encoding of a snapshot.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct BodyKey {
-    /// Which projects.
-    pub filter: ProjectFilter,
-    /// Which format.
-    pub format: Format,
-    /// Compressed or not.
-    pub encoding: ContentEncoding,
-}
-
-/// At most this many encodings are cached per snapshot; `?project=` values come from
-/// clients, so the cache must not grow with what they send. Beyond it bodies are encoded
-/// per request.
-const MAX_CACHED_BODIES: usize = 32;
-
-/// Where one encoding of a snapshot is kept: filled once by the first request that needs
-/// it while concurrent requests for the same key wait for that same encoding.
-pub type BodySlot = Arc<tokio::sync::OnceCell<Arc<EncodedBody>>>;
-
 /// The result of one refresh.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -65,7 +43,6 @@ pub struct Snapshot {
     instance_labels: Vec<Box<[u8]>>,
     families: Vec<Family>,
     statuses: Vec<CollectorStatus>,
-    bodies: Mutex<HashMap<BodyKey, BodySlot>>,
 }
 
 impl Snapshot {
@@ -90,32 +67,9 @@ impl Snapshot {
         &self.families
     }
 
-    /// How many encodings are cached (tests check that clients cannot grow the cache).
-    #[cfg(test)]
-    pub(crate) fn cached_bodies(&self) -> usize {
-        self.bodies.lock().map(|b| b.len()).unwrap_or(0)
-    }
-
     /// How each collector did.
     pub fn statuses(&self) -> &[CollectorStatus] {
         &self.statuses
-    }
-
-    /// The slot for this key's encoding, made empty on first use; `None` once
-    /// [`MAX_CACHED_BODIES`] keys are taken (the caller encodes without caching). The
-    /// unfiltered keys (one per format and encoding: what Prometheus scrapes) always get
-    /// a slot, so no flood of other keys can make the normal scrape uncached.
-    pub fn body_slot(&self, key: &BodyKey) -> Option<BodySlot> {
-        let mut bodies = self.bodies.lock().ok()?;
-        if let Some(slot) = bodies.get(key) {
-            return Some(slot.clone());
-        }
-        if bodies.len() >= MAX_CACHED_BODIES && key.filter != ProjectFilter::All {
-            return None;
-        }
-        let slot = BodySlot::default();
-        bodies.insert(key.clone(), slot.clone());
-        Some(slot)
     }
 }
 
@@ -264,7 +218,6 @@ impl SnapshotBuilder {
             instance_labels,
             families: self.families,
             statuses: self.statuses,
-            bodies: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -563,45 +516,5 @@ mod tests {
         let s = run(vec![sum_gauge, h], None);
         assert_eq!(s.families().len(), 1);
         assert!(!s.statuses()[0].success);
-    }
-
-    #[test]
-    fn project_filters() {
-        let f = ProjectFilter::only(["b".to_string(), "a".to_string(), "a".to_string()]);
-        assert!(f.allows(Some("a")) && f.allows(Some("b")));
-        assert!(!f.allows(Some("c")) && !f.allows(None));
-        assert!(ProjectFilter::All.allows(None));
-        let g = ProjectFilter::only(["c".to_string(), "b".to_string()]);
-        assert_eq!(f.intersect(&g), ProjectFilter::only(["b".to_string()]));
-        assert_eq!(ProjectFilter::All.intersect(&g), g);
-        // A restricted certificate asking for another project gets nothing.
-        let none = f.intersect(&ProjectFilter::only(["z".to_string()]));
-        assert!(!none.allows(Some("a")) && !none.allows(Some("z")));
-    }
-
-    #[test]
-    fn body_cache_is_bounded() {
-        let s = Snapshot::empty();
-        let key = |i: usize| BodyKey {
-            filter: ProjectFilter::only([i.to_string()]),
-            format: Format::PrometheusText,
-            encoding: ContentEncoding::Identity,
-        };
-        for i in 0..MAX_CACHED_BODIES {
-            assert!(s.body_slot(&key(i)).is_some());
-        }
-        assert!(s.body_slot(&key(MAX_CACHED_BODIES)).is_none());
-        let all = BodyKey {
-            filter: ProjectFilter::All,
-            format: Format::PrometheusText,
-            encoding: ContentEncoding::Identity,
-        };
-        assert!(
-            s.body_slot(&all).is_some(),
-            "the normal scrape always caches"
-        );
-        // A key already cached keeps its slot.
-        assert!(s.body_slot(&key(0)).is_some());
-        assert_eq!(s.cached_bodies(), MAX_CACHED_BODIES + 1);
     }
 }
