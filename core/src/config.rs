@@ -239,9 +239,9 @@ fn validate_pattern(pattern: &str) -> Result<(), String> {
 }
 
 /// The port of `core.https_address` given as a bare host (LXD's `HTTPSDefaultPort`).
-pub const HTTPS_DEFAULT_PORT: u16 = 8443;
+const HTTPS_DEFAULT_PORT: u16 = 8443;
 /// The port of `core.metrics_address` given as a bare host (LXD's `HTTPSMetricsDefaultPort`).
-pub const METRICS_DEFAULT_PORT: u16 = 9100;
+const METRICS_DEFAULT_PORT: u16 = 9100;
 
 fn metrics_address<'de, D: serde::Deserializer<'de>>(
     d: D,
@@ -279,7 +279,7 @@ impl FromStr for ListenAddress {
 
 impl ListenAddress {
     /// Parses `s`; a bare IP gets `default_port`.
-    pub fn parse(s: &str, default_port: u16) -> Result<Self, String> {
+    fn parse(s: &str, default_port: u16) -> Result<Self, String> {
         let s = s.trim();
         let bad = || {
             format!(

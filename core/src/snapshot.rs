@@ -111,7 +111,7 @@ impl SnapshotBuilder {
     /// Adds discovery's output (`instance_info`, the inventory source's host and project
     /// families). Unlike a collector's, its host series may carry a `project` label:
     /// the encoder then shows each to the callers who may see that project.
-    pub fn add_inventory(&mut self, duration: Duration, collection: Collection) {
+    pub(crate) fn add_inventory(&mut self, duration: Duration, collection: Collection) {
         self.add(crate::engine::DISCOVERY_STATUS, duration, collection, true);
     }
 

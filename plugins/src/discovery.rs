@@ -445,14 +445,20 @@ impl CgroupDiscovery {
         }
     }
 
+    /// The view without asking any API: LXD's `<project>_<name>` split by guess where a
+    /// socket exists.
+    fn offline_view(&self) -> ManagerView {
+        ManagerView {
+            guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
+            ..ManagerView::default()
+        }
+    }
+
     /// Walks the tree under `cgroup_root`'s discovery hierarchy (blocking), without
     /// asking the LXD/Incus API: where a socket exists, LXD's `<project>_<name>` cgroup
     /// names are split by guess (only LXD and Incus forbid `_` in names).
     pub fn discover_blocking(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
-        let view = ManagerView {
-            guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
-            ..ManagerView::default()
-        };
+        let view = self.offline_view();
         Ok(self
             .discover_with_sources(host, &view)?
             .instances
@@ -466,10 +472,7 @@ impl CgroupDiscovery {
     pub fn instances_per_source(&self, host: &HostPaths) -> Result<Vec<usize>, DiscoveryError> {
         let sources = self.rules.iter().map(|r| r.source + 1).max().unwrap_or(0);
         let mut counts = vec![0; sources];
-        let view = ManagerView {
-            guess_projects: self.managers.iter().any(|m| m.socket().is_some()),
-            ..ManagerView::default()
-        };
+        let view = self.offline_view();
         for (instance, source) in self.discover_with_sources(host, &view)?.instances {
             if let Some(count) = counts.get_mut(source) {
                 *count += usize::from(instance.is_readable());

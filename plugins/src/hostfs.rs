@@ -176,7 +176,7 @@ pub fn mountinfo_root(text: &str) -> Result<Mount, ParseError> {
 
 /// The mount covering each of `paths` exactly (the last mount on that path), in one
 /// pass over a mountinfo file; `None` for a path nothing is mounted on.
-pub fn mountinfo_at(text: &str, paths: &[&str]) -> Result<Vec<Option<Mount>>, ParseError> {
+pub(crate) fn mountinfo_at(text: &str, paths: &[&str]) -> Result<Vec<Option<Mount>>, ParseError> {
     let mut found = vec![None; paths.len()];
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {

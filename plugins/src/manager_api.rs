@@ -136,21 +136,24 @@ impl ManagerApi {
     }
 }
 
-async fn figures(socket: &Path) -> Result<ManagerFigures, ApiError> {
-    let answer = |path: &str, reason: String| ApiError::Answer {
+/// `GET path` and the `metadata` of its `sync` answer as a `T`.
+async fn get_metadata<T: serde::de::DeserializeOwned>(
+    socket: &Path,
+    path: &str,
+) -> Result<T, ApiError> {
+    let body = get(socket, path).await?;
+    sync_metadata(&body).map_err(|reason| ApiError::Answer {
         path: socket.to_owned(),
         reason: format!("{path}: {reason}"),
-    };
+    })
+}
+
+async fn figures(socket: &Path) -> Result<ManagerFigures, ApiError> {
     let mut out = ManagerFigures::default();
-    let body = get(socket, "/1.0/storage-pools?recursion=1").await?;
-    let pools: Vec<ApiPool> = sync_metadata(&body).map_err(|e| answer("/1.0/storage-pools", e))?;
+    let pools: Vec<ApiPool> = get_metadata(socket, "/1.0/storage-pools?recursion=1").await?;
     for pool in pools {
         let path = format!("/1.0/storage-pools/{}/resources", url_segment(&pool.name));
-        let resources = match get(socket, &path).await {
-            Ok(body) => sync_metadata::<ApiPoolResources>(&body),
-            Err(e) => Err(e.to_string()),
-        };
-        match resources {
+        match get_metadata::<ApiPoolResources>(socket, &path).await {
             Ok(r) => out.pools.push(PoolFigures {
                 name: pool.name,
                 driver: pool.driver,
@@ -160,18 +163,13 @@ async fn figures(socket: &Path) -> Result<ManagerFigures, ApiError> {
             Err(e) => tracing::debug!("{path}: left out: {e}"),
         }
     }
-    let body = get(socket, "/1.0/projects?recursion=1").await?;
-    let projects: Vec<ApiProject> = sync_metadata(&body).map_err(|e| answer("/1.0/projects", e))?;
+    let projects: Vec<ApiProject> = get_metadata(socket, "/1.0/projects?recursion=1").await?;
     for project in projects {
         for (kind, n) in count_by_kind(&project.used_by) {
             out.counts.push((project.name.clone(), kind, n));
         }
         let path = format!("/1.0/projects/{}/state", url_segment(&project.name));
-        let state = match get(socket, &path).await {
-            Ok(body) => sync_metadata::<ApiProjectState>(&body),
-            Err(e) => Err(e.to_string()),
-        };
-        match state {
+        match get_metadata::<ApiProjectState>(socket, &path).await {
             Ok(state) => {
                 let mut resources: Vec<_> = state.resources.into_iter().collect();
                 resources.sort_by(|a, b| a.0.cmp(&b.0));
@@ -190,21 +188,19 @@ async fn figures(socket: &Path) -> Result<ManagerFigures, ApiError> {
     Ok(out)
 }
 
-/// Percent-encodes a name for a URL path segment (LXD names are mostly safe already).
+/// A name as one URL path segment.
 fn url_segment(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The `metadata` of a `sync` answer.
 fn sync_metadata<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    sync_answer(body)?.ok_or_else(|| "no metadata".to_owned())
+}
+
+/// The `metadata` of a `sync` answer, `None` when it is `null` (Go writes an empty list
+/// that way).
+fn sync_answer<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<Option<T>, String> {
     #[derive(Deserialize)]
     struct Envelope<T> {
         #[serde(rename = "type")]
@@ -221,7 +217,7 @@ fn sync_metadata<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Strin
             answer.kind, answer.error
         ));
     }
-    answer.metadata.ok_or_else(|| "no metadata".to_owned())
+    Ok(answer.metadata)
 }
 
 #[derive(Deserialize)]
@@ -238,7 +234,6 @@ struct ApiPoolResources {
 
 #[derive(Deserialize)]
 struct ApiSpace {
-    #[serde(default)]
     used: u64,
     total: u64,
 }
@@ -327,16 +322,6 @@ struct ErrorAnswer {
     error: String,
 }
 
-/// LXD's answer envelope (`{"type":"sync","metadata":[...]}`).
-#[derive(Deserialize)]
-struct Answer {
-    #[serde(rename = "type")]
-    kind: String,
-    #[serde(default)]
-    error: String,
-    metadata: Option<Vec<ApiInstance>>,
-}
-
 /// The fields of an instance this daemon uses; everything else is skipped unread.
 #[derive(Debug, Deserialize)]
 struct ApiInstance {
@@ -345,7 +330,6 @@ struct ApiInstance {
     project: String,
     #[serde(rename = "type", default)]
     kind: String,
-    #[serde(default)]
     status: String,
     #[serde(default)]
     architecture: String,
@@ -375,15 +359,7 @@ struct ApiDevice {
 }
 
 fn parse_instances(body: &[u8]) -> Result<Vec<ApiInstance>, String> {
-    let answer: Answer =
-        serde_json::from_slice(body).map_err(|e| format!("not an instance list: {e}"))?;
-    if answer.kind != "sync" {
-        return Err(format!(
-            "answer of type {:?}: {}",
-            answer.kind, answer.error
-        ));
-    }
-    Ok(answer.metadata.unwrap_or_default())
+    sync_answer(body).map(Option::unwrap_or_default)
 }
 
 /// One instance as its manager reports it, and the cgroup name it runs under.
@@ -511,6 +487,7 @@ mod tests {
         assert_eq!(s.resources["containers"].usage, 102);
         assert_eq!(s.resources["memory"].limit, 1_073_741_824);
         assert_eq!(url_segment("a b/c"), "a%20b%2Fc");
+        assert_eq!(url_segment("default"), "default");
         let used_by = [
             "/1.0/instances/c1".to_owned(),
             "/1.0/instances/c3?project=foo".to_owned(),
@@ -534,5 +511,10 @@ mod tests {
         assert!(parse_instances(br#"{"type":"sync","metadata":{"a":1}}"#).is_err());
         let empty = br#"{"type":"sync","metadata":[]}"#;
         assert!(parse_instances(empty).unwrap().is_empty());
+        let null = br#"{"type":"sync","metadata":null}"#;
+        assert!(parse_instances(null).unwrap().is_empty());
+        // A pool answer without its used bytes is refused, not read as 0.
+        let no_used = br#"{"type":"sync","metadata":{"space":{"total":10}}}"#;
+        assert!(sync_metadata::<ApiPoolResources>(no_used).is_err());
     }
 }

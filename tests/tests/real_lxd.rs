@@ -66,6 +66,19 @@ fn measures(body: &str, name: &str) -> bool {
         .any(|l| l.contains(&label))
 }
 
+/// The trust store entry named `name`, from `lxmetrics trust list --format=json` (as
+/// `lxc config trust show`).
+fn trusted(daemon: &Daemon, name: &str) -> serde_json::Value {
+    let listed = daemon.cli(&["trust", "list", "--format=json"]);
+    let listed: serde_json::Value =
+        serde_json::from_slice(&listed.stdout).expect("trust list json");
+    listed
+        .as_array()
+        .and_then(|a| a.iter().find(|c| c["name"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not in the trust list: {listed}"))
+}
+
 fn shows(body: &str, name: &str) -> bool {
     body.contains(&format!("name=\"{name}\""))
 }
@@ -157,14 +170,7 @@ async fn lxds_own_metrics_suite_passes() {
         "metrics",
         &["--type=metrics", "--name", "metrics"],
     );
-    let listed = daemon.cli(&["trust", "list", "--format=json"]);
-    let listed: serde_json::Value =
-        serde_json::from_slice(&listed.stdout).expect("trust list json");
-    let entry = listed
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == "metrics"))
-        .expect("metrics certificate listed");
-    assert_eq!(entry["restricted"], false, "{entry}");
+    assert_eq!(trusted(&daemon, "metrics")["restricted"], false);
 
     let as_metrics = |base: String, path: &'static str| {
         let daemon = &daemon;
@@ -218,13 +224,7 @@ async fn lxds_own_metrics_suite_passes() {
             FOO,
         ],
     );
-    let listed = daemon.cli(&["trust", "list", "--format=json"]);
-    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
-    let entry = listed
-        .as_array()
-        .and_then(|a| a.iter().find(|c| c["name"] == "metrics-restricted"))
-        .expect("restricted certificate listed");
-    assert_eq!(entry["restricted"], true, "{entry}");
+    assert_eq!(trusted(&daemon, "metrics-restricted")["restricted"], true);
     // ==> c3 metrics should be shown, with and without ?project
     let (status, body) = get(
         &daemon,
