@@ -13,6 +13,7 @@ mod change_watch;
 pub mod cli;
 pub mod daemon;
 pub mod fd_limit;
+mod lingering_close;
 pub mod listener;
 pub mod memory;
 pub mod pki;

@@ -4,7 +4,8 @@
 //!
 //! Per connection: the TLS handshake runs in the connection's own task under a 10 s limit
 //! (a slow or dead client never blocks the accept loop), a header read timeout, HTTP/1.1
-//! and HTTP/2, graceful shutdown. Per listener: a cap on concurrent connections; accept
+//! and HTTP/2, graceful shutdown, and a lingering close (a response already written is
+//! never lost to a reset; [`crate::lingering_close`]). Per listener: a cap on concurrent connections; accept
 //! errors such as EMFILE back off instead of spinning.
 
 use std::convert::Infallible;
@@ -30,6 +31,7 @@ use warp::reply::Response;
 
 use crate::body::{into_served, ServedBody};
 use crate::caller::{Caller, PeerCertificate};
+use crate::lingering_close::LingeringClose;
 
 /// How long a client may take to finish the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,13 +192,17 @@ impl HttpListener {
                             .peer_certificates()
                             .and_then(|chain| chain.first())
                             .map(|der| PeerCertificate::new(der));
-                        context.serve(tls, Caller::Tls(peer)).await;
+                        context
+                            .serve(LingeringClose::new(tls), Caller::Tls(peer))
+                            .await;
                     });
                 }
                 Ok(Accepted::Unix(stream)) => {
                     tokio::spawn(async move {
                         let _permit = permit;
-                        context.serve(stream, Caller::UnixSocket).await;
+                        context
+                            .serve(LingeringClose::new(stream), Caller::UnixSocket)
+                            .await;
                     });
                 }
                 Err(e) => {
