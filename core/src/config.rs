@@ -121,6 +121,10 @@ pub struct InstancesConfig {
     pub lxd: DaemonSocket,
     /// `[instances.incus]`: the Incus daemon of this host, if any.
     pub incus: DaemonSocket,
+    /// `[instances.docker]`: the Docker engine of this host, if any.
+    pub docker: EngineSocket,
+    /// `[instances.podman]`: the Podman engine of this host, if any.
+    pub podman: EngineSocket,
 }
 
 impl Default for InstancesConfig {
@@ -132,6 +136,8 @@ impl Default for InstancesConfig {
                 .collect(),
             lxd: DaemonSocket::default(),
             incus: DaemonSocket::default(),
+            docker: EngineSocket::default(),
+            podman: EngineSocket::default(),
         }
     }
 }
@@ -143,6 +149,10 @@ pub const LXD_SOCKETS: [&str; 2] = [
 ];
 /// Where Incus looks for its API socket when `instances.incus.socket` is not set.
 pub const INCUS_SOCKETS: [&str; 1] = ["/var/lib/incus/unix.socket"];
+/// Where Docker's API socket is when `instances.docker.socket` is not set.
+pub const DOCKER_SOCKETS: [&str; 1] = ["/var/run/docker.sock"];
+/// Where rootful Podman's API socket is when `instances.podman.socket` is not set.
+pub const PODMAN_SOCKETS: [&str; 1] = ["/run/podman/podman.sock"];
 
 /// The unix socket of a container manager's API (`instances.lxd.socket`,
 /// `instances.incus.socket`). A host where it exists is that manager's host: its cgroup
@@ -158,11 +168,37 @@ pub struct DaemonSocket {
 impl DaemonSocket {
     /// The paths to look at, in order: the configured one, or `defaults`.
     pub fn candidates(&self, defaults: &[&str]) -> Vec<PathBuf> {
-        match &self.socket {
-            Some(path) if path.as_os_str().is_empty() => Vec::new(),
-            Some(path) => vec![path.clone()],
-            None => defaults.iter().map(PathBuf::from).collect(),
-        }
+        socket_candidates(self.socket.as_deref(), defaults)
+    }
+}
+
+/// A container engine's API (`[instances.docker]`, `[instances.podman]`): where its
+/// socket is, and which of its container labels `instance_info` carries.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSocket {
+    /// The socket path; unset means the engine's usual path, `""` turns it off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// Container labels copied into `instance_info` as `label_<name>` (characters other
+    /// than letters, digits and `_` become `_`); none by default, so a label's values
+    /// never reach Prometheus unless chosen.
+    pub labels: Vec<String>,
+}
+
+impl EngineSocket {
+    /// The paths to look at, in order: the configured one, or `defaults`.
+    pub fn candidates(&self, defaults: &[&str]) -> Vec<PathBuf> {
+        socket_candidates(self.socket.as_deref(), defaults)
+    }
+}
+
+/// The configured socket (none when it is `""`), or `defaults`.
+fn socket_candidates(configured: Option<&Path>, defaults: &[&str]) -> Vec<PathBuf> {
+    match configured {
+        Some(path) if path.as_os_str().is_empty() => Vec::new(),
+        Some(path) => vec![path.to_owned()],
+        None => defaults.iter().map(PathBuf::from).collect(),
     }
 }
 
@@ -423,6 +459,8 @@ pub fn known_keys() -> Vec<String> {
             "core.metrics_address",
             "instances.lxd.socket",
             "instances.incus.socket",
+            "instances.docker.socket",
+            "instances.podman.socket",
         ]
         .map(String::from),
     );

@@ -4,11 +4,15 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use lxmetrics_core::cgroup_pattern::{CgroupPattern, PatternPiece};
-use lxmetrics_core::config::{InstanceSource, InstancesConfig, Preset, INCUS_SOCKETS, LXD_SOCKETS};
+use lxmetrics_core::config::{
+    InstanceSource, InstancesConfig, Preset, DOCKER_SOCKETS, INCUS_SOCKETS, LXD_SOCKETS,
+    PODMAN_SOCKETS,
+};
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
 use lxmetrics_plugin::{
     run_blocking, Family, FileReader, HostPaths, Instance, InstanceStatus, InstanceType, Layout,
@@ -16,7 +20,9 @@ use lxmetrics_plugin::{
 };
 
 use crate::cgroupfs as parse;
+use crate::engine_api::{EngineApi, EngineContainer};
 use crate::manager_api::{ManagedInstance, ManagerApi, ManagerFigures};
+use crate::unix_http::ApiError;
 
 /// How deep below an instance cgroup to look for a process (systemd inside a container
 /// puts them in `init.scope`, `system.slice/x.service`, ...).
@@ -159,15 +165,27 @@ fn systemd_unescape(text: &str) -> String {
     out
 }
 
-/// Finds instances in the cgroup tree, named by the LXD/Incus API where one runs here.
+/// Finds instances in the cgroup tree, named by the LXD, Incus, Docker and Podman APIs
+/// where they run here.
 #[derive(Clone, Debug)]
 pub struct CgroupDiscovery {
     rules: Vec<Rule>,
     /// The LXD and Incus APIs: while one answers, it names the `lxc.payload.*` cgroups
     /// and adds the instances that are not running.
     managers: Arc<[ManagerApi]>,
-    /// How each manager's API answered lately (`metrics_instance_source_up`).
+    /// The Podman and Docker APIs: while one answers, it names its containers' cgroups
+    /// (by container id), finds those under other cgroup parents and pods, and adds the
+    /// containers that are not running.
+    engines: Arc<[EngineApi]>,
+    /// How each API answered lately (`metrics_instance_source_up`): the managers', then
+    /// the engines'.
     health: Arc<Mutex<Vec<SourceHealth>>>,
+    /// Where each engine container's cgroup is (relative to the discovery root), learnt
+    /// from a process of it; `None` once looked for in vain, until the next asked view.
+    container_cgroups: Arc<Mutex<HashMap<String, Option<String>>>>,
+    /// Cgroups not served in the last refresh because another cgroup maps to the same
+    /// project and name (`metrics_instance_conflicts`).
+    last_conflicts: Arc<AtomicUsize>,
     /// Conflicting cgroup pairs already logged, so each is reported once.
     conflicts: Arc<Mutex<HashSet<(String, String)>>>,
     /// The last view every manager answered, and when.
@@ -191,16 +209,65 @@ struct SourceHealth {
 /// it again.
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// What the managers said.
+impl SourceHealth {
+    /// Records how the source answered: `Ok(Some(n))` with `n` instances, `Ok(None)` not
+    /// here (no socket), `Err(Some(e))` failed now (logged; not asked again before
+    /// [`RETRY_AFTER`]), `Err(None)` still waiting to be asked again. Returns whether it
+    /// answered, `None` when it is not here.
+    fn record(
+        &mut self,
+        now: std::time::Instant,
+        answer: Result<Option<usize>, Option<&ApiError>>,
+    ) -> Option<bool> {
+        match answer {
+            Ok(None) => {
+                self.up = false;
+                None
+            }
+            Ok(Some(listed)) => {
+                if !self.up {
+                    tracing::info!(
+                        source = self.engine,
+                        instances = listed,
+                        "instances named by the API"
+                    );
+                }
+                self.up = true;
+                self.retry_at = None;
+                Some(true)
+            }
+            Err(error) => {
+                if let Some(e) = error {
+                    tracing::warn!(
+                        source = self.engine,
+                        "API not usable, naming instances from cgroups for {RETRY_AFTER:?}: {e}"
+                    );
+                    self.retry_at = Some(now + RETRY_AFTER);
+                }
+                self.up = false;
+                self.fallbacks += 1;
+                Some(false)
+            }
+        }
+    }
+}
+
+/// What the runtimes' APIs said.
 #[derive(Debug, Default)]
 struct ManagerView {
-    /// Their instances by cgroup name (`lxc.payload.<this>`).
+    /// The managers' instances by cgroup name (`lxc.payload.<this>`).
     claims: HashMap<String, ManagedInstance>,
+    /// The engines' containers by container id.
+    containers: HashMap<String, EngineContainer>,
     /// A manager runs here but did not answer: LXD's `<project>_<name>` cgroup names are
     /// split by guess this refresh.
     guess_projects: bool,
-    /// Every manager with a socket here answered: the view may be kept and reused.
-    answered: bool,
+    /// A manager answered: an `lxc.payload.*` cgroup it does not claim is either plain
+    /// LXC or new since the answer.
+    managers_answered: bool,
+    /// The engines that answered: a cgroup of theirs with an id they did not list is new
+    /// since the answer.
+    engines_answered: Vec<&'static str>,
     /// `lxc.payload.*` cgroups no manager claimed when the view was fetched: plain LXC
     /// containers, which do not make the view out of date.
     plain: HashSet<String>,
@@ -219,7 +286,7 @@ type KeptView = (std::time::Instant, Arc<ManagerView>);
 /// One walk of the cgroup tree under a view.
 struct Walk {
     /// The instances, each with the index of the source entry whose rule matched it
-    /// (`usize::MAX` for the managers' instances no running cgroup matched).
+    /// (`usize::MAX` for the APIs' instances no rule matched).
     instances: Vec<(Instance, usize)>,
     /// The cgroups disagree with an answered view: a `lxc.payload.*` cgroup it does not
     /// claim, a container it calls stopped that runs, or one it calls running that
@@ -227,6 +294,11 @@ struct Walk {
     stale: bool,
     /// The `lxc.payload.*` cgroup names no manager claims.
     unclaimed: Vec<String>,
+    /// Running engine containers whose cgroup is not where their engine puts it by
+    /// default and whose process is not known yet (Docker's list has no pids).
+    unresolved: Vec<String>,
+    /// Cgroups not served because another maps to the same project and name.
+    conflicts: usize,
 }
 
 const POOL_SIZE: MetricDesc = MetricDesc::gauge(
@@ -259,20 +331,41 @@ const SOURCE_FALLBACKS: MetricDesc = MetricDesc::counter(
     "metrics_instance_source_fallbacks_total",
     "Refreshes that named instances from cgroups because the runtime's API did not answer",
 );
+const CONFLICTS: MetricDesc = MetricDesc::gauge(
+    "metrics_instance_conflicts",
+    "Cgroups not served in the last refresh because another cgroup maps to the same project and name (each pair is logged once)",
+);
 
 impl CgroupDiscovery {
     /// Discovery for the configured `[instances]`: the `[[instances.source]]` rules
-    /// (validated by the config) and the LXD/Incus sockets.
+    /// (validated by the config) and the LXD, Incus, Podman and Docker sockets.
     pub fn new(instances: &InstancesConfig) -> Self {
         let managers: Arc<[ManagerApi]> = [
             ManagerApi::new("lxd", instances.lxd.candidates(&LXD_SOCKETS)),
             ManagerApi::new("incus", instances.incus.candidates(&INCUS_SOCKETS)),
         ]
         .into();
+        // Podman before Docker: a Docker socket that is Podman's (podman-docker) is one
+        // engine, asked once.
+        let engines: Arc<[EngineApi]> = [
+            EngineApi::new(
+                "podman",
+                instances.podman.candidates(&PODMAN_SOCKETS),
+                &instances.podman.labels,
+            ),
+            EngineApi::new(
+                "docker",
+                instances.docker.candidates(&DOCKER_SOCKETS),
+                &instances.docker.labels,
+            ),
+        ]
+        .into();
         let health = managers
             .iter()
-            .map(|m| SourceHealth {
-                engine: m.engine,
+            .map(|m| m.engine)
+            .chain(engines.iter().map(|e| e.engine))
+            .map(|engine| SourceHealth {
+                engine,
                 up: false,
                 fallbacks: 0,
                 retry_at: None,
@@ -281,10 +374,34 @@ impl CgroupDiscovery {
         CgroupDiscovery {
             rules: Self::rules(&instances.source),
             managers,
+            engines,
             health: Arc::new(Mutex::new(health)),
+            container_cgroups: Arc::default(),
+            last_conflicts: Arc::default(),
             conflicts: Arc::default(),
             kept_view: Arc::default(),
         }
+    }
+
+    /// Each API's socket here, in health order (managers, then engines); a socket that
+    /// is the same file as an earlier one (Docker's socket pointing at Podman's) is
+    /// left out, so one engine is not asked and counted twice.
+    fn sockets(&self) -> Vec<(&'static str, Option<PathBuf>)> {
+        let mut seen: Vec<PathBuf> = Vec::new();
+        self.managers
+            .iter()
+            .map(|m| (m.engine, m.socket()))
+            .chain(self.engines.iter().map(|e| (e.engine, e.socket())))
+            .map(|(engine, socket)| {
+                let socket = socket.filter(|s| {
+                    let same = std::fs::canonicalize(s).unwrap_or_else(|_| s.to_path_buf());
+                    let new = !seen.contains(&same);
+                    seen.push(same);
+                    new
+                });
+                (engine, socket.map(Path::to_owned))
+            })
+            .collect()
     }
 
     /// `storage_pool_{size,used}_bytes{pool,driver}`,
@@ -319,34 +436,40 @@ impl CgroupDiscovery {
         vec![size, used, limit, usage, totals]
     }
 
-    /// The LXD/Incus API sockets present on this host, by engine.
+    /// The LXD, Incus, Podman and Docker API sockets present on this host, by engine.
     pub fn manager_sockets(&self) -> Vec<(&'static str, PathBuf)> {
-        self.managers
-            .iter()
-            .filter_map(|m| m.socket().map(|s| (m.engine, s.to_owned())))
+        self.sockets()
+            .into_iter()
+            .filter_map(|(engine, socket)| socket.map(|s| (engine, s)))
             .collect()
     }
 
     /// `metrics_instance_source_up{source}` and `..._fallbacks_total{source}` for each
-    /// LXD/Incus API present on this host (daemon series, for the unrestricted view).
+    /// runtime API present on this host, and `metrics_instance_conflicts` (daemon series,
+    /// for the unrestricted view).
     pub fn health_families(&self) -> Vec<Family> {
+        let sockets = self.sockets();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let mut up = Family::new(SOURCE_UP, &["source"]);
         let mut fallbacks = Family::new(SOURCE_FALLBACKS, &["source"]);
-        for (h, manager) in health.iter().zip(self.managers.iter()) {
-            if manager.socket().is_some() || h.fallbacks > 0 {
+        for (h, (_, socket)) in health.iter().zip(&sockets) {
+            if socket.is_some() || h.fallbacks > 0 {
                 up.push(SeriesOf::HOST, [h.engine], if h.up { 1.0 } else { 0.0 });
                 fallbacks.push(SeriesOf::HOST, [h.engine], h.fallbacks as f64);
             }
         }
-        vec![up, fallbacks]
+        let mut conflicts = Family::new(CONFLICTS, &[]);
+        let last = self.last_conflicts.load(Ordering::Relaxed);
+        conflicts.push(SeriesOf::HOST, [""; 0], last as f64);
+        vec![up, fallbacks, conflicts]
     }
 
-    /// Asks every manager with a socket here for its instances (concurrently, each
-    /// bounded by the API timeout); a manager that does not answer is logged and counted,
-    /// and its cgroups are named by guess.
-    async fn ask_managers(&self) -> ManagerView {
+    /// Asks every runtime API with a socket here for its instances (concurrently, each
+    /// bounded by the API timeout); one that does not answer is logged and counted, and
+    /// its cgroups are named from cgroups (LXD's by guess).
+    async fn ask_sources(&self) -> ManagerView {
         let now = std::time::Instant::now();
+        let sockets = self.sockets();
         let waiting: Vec<bool> = {
             let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
             health
@@ -354,14 +477,24 @@ impl CgroupDiscovery {
                 .map(|h| h.retry_at.is_some_and(|at| now < at))
                 .collect()
         };
-        let asks = self
-            .managers
-            .iter()
-            .zip(&waiting)
-            .map(|(m, wait)| async move {
-                if *wait {
-                    return Err(None);
+        let asked = |index: usize| -> Result<(), Option<ApiError>> {
+            match (
+                sockets.get(index).and_then(|(_, s)| s.as_ref()),
+                waiting.get(index),
+            ) {
+                (None, _) => Err(None),
+                (Some(_), Some(true)) => Err(None),
+                _ => Ok(()),
+            }
+        };
+        let manager_asks = self.managers.iter().enumerate().map(|(i, m)| {
+            let go = asked(i);
+            let present = sockets.get(i).is_some_and(|(_, s)| s.is_some());
+            async move {
+                if !present {
+                    return Ok(None);
                 }
+                go?;
                 match m.instances().await {
                     Ok(Some(listed)) => {
                         // Pools and projects are extra: without them the inventory stands.
@@ -373,46 +506,59 @@ impl CgroupDiscovery {
                     Ok(None) => Ok(None),
                     Err(e) => Err(Some(e)),
                 }
-            });
-        let answers = futures_util::future::join_all(asks).await;
-        let mut view = ManagerView::default();
-        let mut asked = false;
-        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        let states = answers.into_iter().zip(self.managers.iter());
-        for ((answer, manager), h) in states.zip(health.iter_mut()) {
-            match answer {
-                Ok(None) => h.up = false,
-                Ok(Some((listed, figures))) => {
-                    view.figures.extend(figures);
-                    if !h.up {
-                        tracing::info!(
-                            source = manager.engine,
-                            instances = listed.len(),
-                            "instances named by the API"
-                        );
-                    }
-                    h.up = true;
-                    h.retry_at = None;
-                    asked = true;
-                    for managed in listed {
-                        view.claims.insert(managed.cgroup_name.clone(), managed);
-                    }
+            }
+        });
+        let first_engine = self.managers.len();
+        let engine_asks = self.engines.iter().enumerate().map(|(j, e)| {
+            let go = asked(first_engine + j);
+            let present = sockets
+                .get(first_engine + j)
+                .is_some_and(|(_, s)| s.is_some());
+            async move {
+                if !present {
+                    return Ok(None);
                 }
-                Err(error) => {
-                    if let Some(e) = error {
-                        tracing::warn!(
-                            source = manager.engine,
-                            "API not usable, naming instances from cgroups for {RETRY_AFTER:?}: {e}"
-                        );
-                        h.retry_at = Some(now + RETRY_AFTER);
-                    }
-                    h.up = false;
-                    h.fallbacks += 1;
-                    view.guess_projects = true;
+                go?;
+                e.containers().await.map_err(Some)
+            }
+        });
+        let (manager_answers, engine_answers) = futures_util::future::join(
+            futures_util::future::join_all(manager_asks),
+            futures_util::future::join_all(engine_asks),
+        )
+        .await;
+        let mut view = ManagerView::default();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let (manager_health, engine_health) = health.split_at_mut(first_engine);
+        for (answer, h) in manager_answers.into_iter().zip(manager_health) {
+            let count = answer.as_ref().map(|a| a.as_ref().map(|(l, _)| l.len()));
+            match h.record(now, count.map_err(Option::as_ref)) {
+                Some(true) => view.managers_answered = true,
+                Some(false) => view.guess_projects = true,
+                None => {}
+            }
+            if let Ok(Some((listed, figures))) = answer {
+                view.figures.extend(figures);
+                for managed in listed {
+                    view.claims.insert(managed.cgroup_name.clone(), managed);
                 }
             }
         }
-        view.answered = asked && !view.guess_projects;
+        for ((answer, h), engine) in engine_answers
+            .into_iter()
+            .zip(engine_health)
+            .zip(self.engines.iter())
+        {
+            let count = answer.as_ref().map(|a| a.as_ref().map(Vec::len));
+            if h.record(now, count.map_err(Option::as_ref)) == Some(true) {
+                view.engines_answered.push(engine.engine);
+            }
+            if let Ok(Some(listed)) = answer {
+                for container in listed {
+                    view.containers.insert(container.id.clone(), container);
+                }
+            }
+        }
         view
     }
 
@@ -460,7 +606,7 @@ impl CgroupDiscovery {
     pub fn discover_blocking(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
         let view = self.offline_view();
         Ok(self
-            .discover_with_sources(host, &view)?
+            .discover_with_sources(host, &view, &HashMap::new())?
             .instances
             .into_iter()
             .map(|(instance, _)| instance)
@@ -473,7 +619,10 @@ impl CgroupDiscovery {
         let sources = self.rules.iter().map(|r| r.source + 1).max().unwrap_or(0);
         let mut counts = vec![0; sources];
         let view = self.offline_view();
-        for (instance, source) in self.discover_with_sources(host, &view)?.instances {
+        for (instance, source) in self
+            .discover_with_sources(host, &view, &HashMap::new())?
+            .instances
+        {
             if let Some(count) = counts.get_mut(source) {
                 *count += usize::from(instance.is_readable());
             }
@@ -481,16 +630,24 @@ impl CgroupDiscovery {
         Ok(counts)
     }
 
-    /// Walks the cgroup tree naming what it finds with `view`.
+    /// Walks the cgroup tree naming what it finds with `view`; `pids` are processes of
+    /// engine containers learnt since the view was fetched (Docker's inspect).
     fn discover_with_sources(
         &self,
         host: &HostPaths,
         view: &ManagerView,
+        pids: &HashMap<String, u32>,
     ) -> Result<Walk, DiscoveryError> {
         let layout =
             Layout::detect(&host.cgroup_root).map_err(|e| DiscoveryError(e.to_string()))?;
         let root = layout.discovery_root();
         let mut claimed: HashSet<&str> = HashSet::new();
+        let mut claimed_ids: HashSet<&str> = HashSet::new();
+        let mut known = self
+            .container_cgroups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut conflicts = 0;
         let mut stale = false;
         let mut unclaimed_names = Vec::new();
         let mut found: Vec<(usize, usize, Instance)> = Vec::new();
@@ -513,16 +670,30 @@ impl CgroupDiscovery {
                     continue; // not running
                 };
                 let name = systemd_unescape(&name);
+                let engine_container = rule
+                    .engine
+                    .filter(|e| ENGINES_BY_ID.contains(e))
+                    .map(|e| (e, view.containers.get_key_value(name.as_str())));
                 let instance = if rule.lxd_project_prefix {
                     if !view.claims.contains_key(&name) {
-                        stale |= view.answered && !view.plain.contains(&name);
+                        stale |= view.managers_answered && !view.plain.contains(&name);
                         unclaimed_names.push(name.clone());
                     }
                     let mut instance = lxc_instance(rule, name, view, &mut claimed);
-                    stale |= view.answered && instance.status != InstanceStatus::Running;
+                    stale |= view.managers_answered && instance.status != InstanceStatus::Running;
+                    instance.status = InstanceStatus::Running; // its cgroup holds a process
+                    instance
+                } else if let Some((_, Some((id, container)))) = engine_container {
+                    claimed_ids.insert(id);
+                    known.insert(id.clone(), Some(relative.clone()));
+                    let mut instance = container.instance.clone();
+                    stale |= instance.status != InstanceStatus::Running;
                     instance.status = InstanceStatus::Running; // its cgroup holds a process
                     instance
                 } else {
+                    // A container its engine did not list is new since the view.
+                    stale |= engine_container
+                        .is_some_and(|(engine, _)| view.engines_answered.contains(&engine));
                     let project = project.unwrap_or_else(|| rule.project.clone());
                     Instance::new(name, project, rule.kind, "")
                 };
@@ -548,10 +719,62 @@ impl CgroupDiscovery {
             let key = (instance.project.clone(), instance.name.clone());
             if let Some(kept) = names.get(&key) {
                 self.report_conflict(kept, &instance);
+                conflicts += 1;
                 continue;
             }
             names.insert(key, instance.cgroup.clone());
             instances.push((instance, source));
+        }
+        // Running engine containers no rule found: in a pod, under a custom cgroup
+        // parent. A process of theirs says where the cgroup is.
+        let mut unresolved = Vec::new();
+        {
+            let mut elsewhere: Vec<(&String, &EngineContainer)> = view
+                .containers
+                .iter()
+                .filter(|(id, c)| {
+                    !claimed_ids.contains(id.as_str())
+                        && c.instance.status == InstanceStatus::Running
+                })
+                .collect();
+            elsewhere.sort_by(|a, b| a.0.cmp(b.0));
+            for (id, container) in elsewhere {
+                let relative = match known.get(id) {
+                    Some(known) => known.clone(),
+                    None => match pids.get(id).copied().or(container.pid) {
+                        Some(pid) => {
+                            let found = container_cgroup(&host.proc_root, pid, &root, id);
+                            known.insert(id.clone(), found.clone());
+                            found
+                        }
+                        None => {
+                            unresolved.push(id.clone());
+                            None
+                        }
+                    },
+                };
+                let Some(relative) = relative else { continue };
+                let Some(pid) = first_pid(&root.join(&relative), PID_SEARCH_DEPTH, |d| {
+                    let pids = reader.parse(&d.join("cgroup.procs"), parse::pid_list);
+                    pids.ok().and_then(|pids| pids.first().copied())
+                }) else {
+                    continue; // not running now
+                };
+                if !cgroups.insert(relative.clone()) {
+                    continue;
+                }
+                let mut instance = container.instance.clone().with_pid(pid);
+                instance.cgroup = relative;
+                let key = (instance.project.clone(), instance.name.clone());
+                if let Some(kept) = names.get(&key) {
+                    self.report_conflict(kept, &instance);
+                    conflicts += 1;
+                    continue;
+                }
+                claimed_ids.insert(id);
+                names.insert(key, instance.cgroup.clone());
+                instances.push((instance, usize::MAX));
+            }
         }
         // What the managers know that is not running here (stopped, or a VM whose
         // cgroup was not found): counted and described, never read.
@@ -565,26 +788,46 @@ impl CgroupDiscovery {
             (&a.instance.project, &a.instance.name).cmp(&(&b.instance.project, &b.instance.name))
         });
         // A container the view calls running without a running cgroup has stopped since.
-        stale |= view.answered
+        stale |= view.managers_answered
             && idle.iter().any(|m| {
                 m.instance.status == InstanceStatus::Running
                     && m.instance.kind == InstanceType::Container
             });
-        for managed in idle {
-            let instance = managed.instance.clone();
+        let mut idle_containers: Vec<&EngineContainer> = view
+            .containers
+            .iter()
+            .filter(|(id, _)| !claimed_ids.contains(id.as_str()))
+            .map(|(_, c)| c)
+            .collect();
+        idle_containers.sort_by(|a, b| a.id.cmp(&b.id));
+        // One the view calls running that ran at a known cgroup has stopped since (one
+        // whose cgroup was never found stays as the view says until the view expires).
+        stale |= idle_containers.iter().any(|c| {
+            c.instance.status == InstanceStatus::Running
+                && known.get(&c.id).is_some_and(Option::is_some)
+        });
+        drop(known);
+        let idle_instances = idle
+            .into_iter()
+            .map(|m| &m.instance)
+            .chain(idle_containers.into_iter().map(|c| &c.instance));
+        for instance in idle_instances {
             let key = (instance.project.clone(), instance.name.clone());
             if let Some(kept) = names.get(&key) {
-                self.report_conflict(kept, &instance);
+                self.report_conflict(kept, instance);
+                conflicts += 1;
                 continue;
             }
             names.insert(key, String::new());
-            instances.push((instance, usize::MAX));
+            instances.push((instance.clone(), usize::MAX));
         }
         instances.sort_by(|(a, _), (b, _)| (&a.project, &a.name).cmp(&(&b.project, &b.name)));
         Ok(Walk {
             instances,
             stale,
             unclaimed: unclaimed_names,
+            unresolved,
+            conflicts,
         })
     }
 }
@@ -612,10 +855,38 @@ fn lxc_instance<'v>(
     Instance::new(name, rule.project.clone(), rule.kind, "")
 }
 
+/// The engines whose preset rules capture the container id as `{name}`.
+const ENGINES_BY_ID: [&str; 2] = ["docker", "podman"];
+
+/// The cgroup (relative to the discovery root `root`) of engine container `id`, from
+/// `/proc/<pid>/cgroup` of a process of it: the first listed path that exists under
+/// `root` and whose last component names the id (`<id>`, `docker-<id>.scope`,
+/// `libpod-<id>`), so a pid reused by another process is never taken for the container.
+fn container_cgroup(proc_root: &Path, pid: u32, root: &Path, id: &str) -> Option<String> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    text.lines()
+        .filter_map(|line| line.splitn(3, ':').nth(2))
+        .map(|path| path.trim_start_matches('/'))
+        .find(|relative| {
+            !relative.is_empty()
+                && relative
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| last.contains(id))
+                && root.join(relative).is_dir()
+        })
+        .map(str::to_owned)
+}
+
 impl CgroupDiscovery {
     /// Two cgroups map to one project and name: the first (most specific rule) is
     /// served; the other is logged once per pair, never dropped silently.
     fn report_conflict(&self, kept: &str, dropped: &Instance) {
+        let kept = if kept.is_empty() {
+            "(not running)"
+        } else {
+            kept
+        };
         let pair = (kept.to_owned(), dropped.cgroup.clone());
         let mut logged = self.conflicts.lock().unwrap_or_else(|p| p.into_inner());
         if logged.len() < MAX_LOGGED_CONFLICTS && logged.insert(pair) {
@@ -631,13 +902,60 @@ impl CgroupDiscovery {
 }
 
 impl CgroupDiscovery {
-    /// One walk on the blocking pool.
+    /// One walk on the blocking pool; when it finds running engine containers whose
+    /// cgroup is not known, their engine is asked for their processes (once per
+    /// container) and the tree walked again.
     async fn walk(&self, host: &HostPaths, view: Arc<ManagerView>) -> Result<Walk, DiscoveryError> {
+        let walk = self.walk_once(host, view.clone(), HashMap::new()).await?;
+        if walk.unresolved.is_empty() {
+            return Ok(walk);
+        }
+        let mut pids = HashMap::new();
+        for engine in self.engines.iter() {
+            let ids: Vec<String> = walk
+                .unresolved
+                .iter()
+                .filter(|id| {
+                    view.containers
+                        .get(*id)
+                        .is_some_and(|c| c.engine == engine.engine)
+                })
+                .cloned()
+                .collect();
+            if !ids.is_empty() {
+                pids.extend(engine.pids(&ids).await);
+            }
+        }
+        {
+            // What could not be learnt is not asked again until the next asked view.
+            let mut known = self
+                .container_cgroups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for id in walk.unresolved.iter().filter(|id| !pids.contains_key(*id)) {
+                known.insert(id.clone(), None);
+            }
+        }
+        self.walk_once(host, view, pids).await
+    }
+
+    async fn walk_once(
+        &self,
+        host: &HostPaths,
+        view: Arc<ManagerView>,
+        pids: HashMap<String, u32>,
+    ) -> Result<Walk, DiscoveryError> {
         let this = self.clone();
         let host = host.clone();
-        run_blocking(move || this.discover_with_sources(&host, &view))
+        run_blocking(move || this.discover_with_sources(&host, &view, &pids))
             .await
             .map_err(|e| DiscoveryError(e.to_string()))?
+    }
+
+    /// Records the walk's conflicts and hands out its instances.
+    fn finish(&self, walk: Walk) -> Vec<Instance> {
+        self.last_conflicts.store(walk.conflicts, Ordering::Relaxed);
+        walk.instances.into_iter().map(|(i, _)| i).collect()
     }
 }
 
@@ -656,22 +974,31 @@ impl Discovery for CgroupDiscovery {
         if let Some(view) = kept {
             let walk = self.walk(host, view).await?;
             if !walk.stale {
-                return Ok(walk.instances.into_iter().map(|(i, _)| i).collect());
+                return Ok(self.finish(walk));
             }
         }
         let fetched = std::time::Instant::now();
-        let view = Arc::new(self.ask_managers().await);
+        let view = Arc::new(self.ask_sources().await);
+        {
+            // Containers gone from the engines are forgotten; those not found before are
+            // looked for again.
+            let mut known = self
+                .container_cgroups
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            known.retain(|id, cgroup| cgroup.is_some() && view.containers.contains_key(id));
+        }
         let walk = self.walk(host, view.clone()).await?;
         // Keep an answered view, with the plain LXC cgroups seen now, for later refreshes.
         let kept = match Arc::try_unwrap(view) {
-            Ok(mut view) if view.answered => {
+            Ok(mut view) if view.managers_answered || !view.engines_answered.is_empty() => {
                 view.plain = walk.unclaimed.iter().cloned().collect();
                 Some((fetched, Arc::new(view)))
             }
             _ => None,
         };
         *self.kept_view.lock().unwrap_or_else(|p| p.into_inner()) = kept;
-        Ok(walk.instances.into_iter().map(|(i, _)| i).collect())
+        Ok(self.finish(walk))
     }
 
     fn families(&self) -> Vec<Family> {
@@ -887,6 +1214,7 @@ mod tests {
             incus: lxmetrics_core::config::DaemonSocket {
                 socket: Some(PathBuf::new()),
             },
+            ..no_apis()
         };
         let names = |found: Vec<Instance>| -> Vec<(String, String)> {
             found.into_iter().map(|i| (i.project, i.name)).collect()
@@ -917,6 +1245,10 @@ mod tests {
         let found = names(lxd.discover_blocking(&host).unwrap());
         assert_eq!(found, expected(&[("default", "web"), ("prod", "web")]));
         assert_eq!(lxd.conflicts.lock().unwrap().len(), 1);
+        let walk = lxd
+            .discover_with_sources(&host, &lxd.offline_view(), &HashMap::new())
+            .unwrap();
+        assert_eq!(walk.conflicts, 1, "the dropped cgroup is counted");
     }
 
     /// With the API's answer: its instances keep their exact identity (a VM whose cgroup
@@ -959,16 +1291,17 @@ mod tests {
                 managed("c3", "foo", Container, Running, "foo_c3"),
                 managed("vm1", "foo", VirtualMachine, Running, "foo_vm1"),
             ]),
-            guess_projects: false,
-            answered: true,
-            plain: HashSet::new(),
-            figures: Vec::new(),
+            managers_answered: true,
+            ..ManagerView::default()
         };
         let discovery = CgroupDiscovery::new(&InstancesConfig {
             source: vec![InstanceSource::preset(Preset::Lxc)],
-            ..InstancesConfig::default()
+            ..no_apis()
         });
-        let walk = discovery.discover_with_sources(&host, &view).unwrap();
+        let none = HashMap::new();
+        let walk = discovery
+            .discover_with_sources(&host, &view, &none)
+            .unwrap();
         // plain_web is not the API's: the view is out of date (LXD may have just made
         // it), unless plain_web was already there, unclaimed, when the view was fetched.
         assert!(walk.stale);
@@ -977,11 +1310,16 @@ mod tests {
             plain: HashSet::from(["plain_web".to_owned()]),
             claims: view.claims.clone(),
             ..ManagerView {
-                answered: true,
+                managers_answered: true,
                 ..ManagerView::default()
             }
         };
-        assert!(!discovery.discover_with_sources(&host, &kept).unwrap().stale);
+        assert!(
+            !discovery
+                .discover_with_sources(&host, &kept, &none)
+                .unwrap()
+                .stale
+        );
         // c1 stops: its cgroup goes while the kept view still calls it running.
         let mut stopped = kept;
         stopped.claims.remove("c1");
@@ -990,7 +1328,7 @@ mod tests {
             .extend([managed("c9", "default", Container, Running, "c9")]);
         assert!(
             discovery
-                .discover_with_sources(&host, &stopped)
+                .discover_with_sources(&host, &stopped, &none)
                 .unwrap()
                 .stale
         );
@@ -1027,6 +1365,186 @@ mod tests {
         assert_eq!(c3.mounts, ["/mnt/data"]);
         let vm = found.iter().find(|i| i.name == "vm1").unwrap();
         assert_eq!((vm.status, vm.kind), (Running, VirtualMachine));
+    }
+
+    /// `[instances]` with the default rules and no runtime API asked, whatever runs on
+    /// the machine the tests run on.
+    fn no_apis() -> InstancesConfig {
+        let mut config = InstancesConfig::default();
+        for socket in [
+            &mut config.lxd.socket,
+            &mut config.incus.socket,
+            &mut config.docker.socket,
+            &mut config.podman.socket,
+        ] {
+            *socket = Some(PathBuf::new());
+        }
+        config
+    }
+
+    /// An engine container as its API lists it.
+    fn listed(
+        engine: &'static str,
+        id: &str,
+        name: &str,
+        project: &str,
+        running: bool,
+    ) -> (String, EngineContainer) {
+        let mut instance = Instance::new(name, project, InstanceType::Container, "");
+        instance.status = if running {
+            InstanceStatus::Running
+        } else {
+            InstanceStatus::Stopped
+        };
+        instance.info = vec![("engine".into(), engine.into())];
+        let container = EngineContainer {
+            engine,
+            instance,
+            id: id.to_owned(),
+            pid: None,
+        };
+        (id.to_owned(), container)
+    }
+
+    /// With the engines' answers: containers at their default cgroups, in a pod and
+    /// under a custom parent (found through a process of theirs) get their engine names
+    /// and projects; a stopped one is listed, not read; an unlisted id makes the view
+    /// stale; so does a listed container whose known cgroup stopped.
+    #[test]
+    fn engine_containers_are_named_by_their_engine_wherever_their_cgroup_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup");
+        let proc_root = dir.path().join("proc");
+        let (web, pod_member, custom, stopped) = (
+            "a".repeat(64),
+            "b".repeat(64),
+            "c".repeat(64),
+            "d".repeat(64),
+        );
+        let places = [
+            (format!("docker/{web}"), 11),
+            (
+                format!("libpod_parent/{}/libpod-{pod_member}", "e".repeat(64)),
+                12,
+            ),
+            (format!("myapps/{custom}"), 13),
+        ];
+        for (place, pid) in &places {
+            let c = cgroup.join(place);
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("cgroup.procs"), format!("{pid}\n")).unwrap();
+            let p = proc_root.join(pid.to_string());
+            std::fs::create_dir_all(&p).unwrap();
+            std::fs::write(p.join("cgroup"), format!("0::/{place}\n")).unwrap();
+        }
+        std::fs::write(cgroup.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let host = HostPaths {
+            cgroup_root: cgroup.clone(),
+            proc_root,
+            ..HostPaths::default()
+        };
+        let mut member = listed("podman", &pod_member, "pa", "shoppod", true);
+        member.1.pid = Some(12);
+        let view = ManagerView {
+            containers: HashMap::from([
+                listed("docker", &web, "web1", "default", true),
+                member,
+                listed("docker", &custom, "custom", "shop", true),
+                listed("docker", &stopped, "old", "default", false),
+            ]),
+            engines_answered: vec!["docker", "podman"],
+            ..ManagerView::default()
+        };
+        let discovery = CgroupDiscovery::new(&no_apis());
+        // Docker's list has no pid: the custom-parent container is left for an inspect.
+        let walk = discovery
+            .discover_with_sources(&host, &view, &HashMap::new())
+            .unwrap();
+        assert_eq!(walk.unresolved, std::slice::from_ref(&custom));
+        assert!(!walk.stale);
+        let inspected = HashMap::from([(custom.clone(), 13)]);
+        let walk = discovery
+            .discover_with_sources(&host, &view, &inspected)
+            .unwrap();
+        assert!(walk.unresolved.is_empty());
+        let summary: Vec<(String, String, bool, String)> = walk
+            .instances
+            .iter()
+            .map(|(i, _)| {
+                (
+                    i.project.clone(),
+                    i.name.clone(),
+                    i.is_readable(),
+                    i.cgroup.clone(),
+                )
+            })
+            .collect();
+        let row =
+            |p: &str, n: &str, r: bool, c: &str| (p.to_owned(), n.to_owned(), r, c.to_owned());
+        assert_eq!(
+            summary,
+            [
+                row("default", "old", false, ""),
+                row("default", "web1", true, &places[0].0),
+                row("shop", "custom", true, &places[2].0),
+                row("shoppod", "pa", true, &places[1].0),
+            ]
+        );
+        // Learnt once: later walks of this view need no pids.
+        let again = discovery
+            .discover_with_sources(&host, &view, &HashMap::new())
+            .unwrap();
+        assert!(
+            again.unresolved.is_empty()
+                && again
+                    .instances
+                    .iter()
+                    .all(|(i, _)| i.name != "custom" || i.is_readable())
+        );
+
+        // A container started since the view (an id its engine did not list).
+        let mut newer = view;
+        newer.containers.remove(&web);
+        assert!(
+            discovery
+                .discover_with_sources(&host, &newer, &HashMap::new())
+                .unwrap()
+                .stale
+        );
+        // A container the view calls running whose known cgroup no longer runs.
+        std::fs::write(cgroup.join(&places[2].0).join("cgroup.procs"), "").unwrap();
+        newer
+            .containers
+            .extend([listed("docker", &web, "web1", "default", true)]);
+        assert!(
+            discovery
+                .discover_with_sources(&host, &newer, &HashMap::new())
+                .unwrap()
+                .stale
+        );
+    }
+
+    #[test]
+    fn a_pid_reused_by_another_process_is_not_taken_for_the_container() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("cgroup");
+        std::fs::create_dir_all(root.join("system.slice/cron.service")).unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/5")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/5/cgroup"),
+            "0::/system.slice/cron.service\n",
+        )
+        .unwrap();
+        let proc_root = dir.path().join("proc");
+        assert_eq!(
+            container_cgroup(&proc_root, 5, &root, &"f".repeat(64)),
+            None
+        );
+        assert_eq!(
+            container_cgroup(&proc_root, 6, &root, "x"),
+            None,
+            "no such process"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cgroupfs;
 mod cpu;
 mod discovery;
 mod disk;
+mod engine_api;
 mod exec;
 mod filesystem;
 pub mod hostfs;
@@ -22,5 +23,6 @@ mod processes;
 pub mod prom_text;
 pub mod relay;
 mod textfile;
+mod unix_http;
 
 pub use discovery::CgroupDiscovery;

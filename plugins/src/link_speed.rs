@@ -4,14 +4,13 @@
 //! A netlink socket belongs to the network namespace of the thread that created it, so a
 //! dedicated thread enters each instance's namespace (`<proc_root>/<pid>/ns/net`),
 //! creates the socket, and returns to its own namespace; the queries then run on the
-//! async runtime. Instances sharing a namespace share one query. Interfaces whose driver
+//! async runtime. A namespace is queried once, for the instance that reports it (see
+//! [`crate::network`]; none for the host's namespace). Interfaces whose driver
 //! reports no speed (EOPNOTSUPP, `lo`, speed unknown) get no series; errors are logged and
 //! never turn into zeros.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -28,25 +27,17 @@ const SPEED_UNKNOWN: u32 = u32::MAX;
 
 /// Link speeds for every instance whose namespace could be entered, within `timeout`.
 pub async fn link_speeds(scope: &Scope, timeout: Duration) -> Vec<(InstanceIndex, Speeds)> {
-    // Group instances by namespace (inode of ns/net) so each namespace is queried once.
-    let mut by_namespace: HashMap<u64, (std::path::PathBuf, Vec<InstanceIndex>)> = HashMap::new();
-    for (index, instance) in scope.indexed_instances() {
-        let Some(pid) = instance.pid else { continue };
-        let ns = scope.host.proc_root.join(pid.to_string()).join("ns/net");
-        match std::fs::metadata(&ns) {
-            Ok(meta) => by_namespace
-                .entry(meta.ino())
-                .or_insert_with(|| (ns, Vec::new()))
-                .1
-                .push(index),
-            Err(e) => tracing::debug!("{}: {e}; no link speeds for this instance", ns.display()),
-        }
-    }
+    // One query per namespace, for the instance that reports it (none for the host's).
+    let by_namespace: Vec<(std::path::PathBuf, Vec<InstanceIndex>)> =
+        crate::network::namespace_owners(scope)
+            .into_iter()
+            .map(|(index, (_, path))| (path, vec![index]))
+            .collect();
     if by_namespace.is_empty() {
         return Vec::new();
     }
     let runtime = tokio::runtime::Handle::current();
-    let groups: Vec<_> = by_namespace.into_values().collect();
+    let groups = by_namespace;
     let paths: Vec<std::path::PathBuf> = groups.iter().map(|(p, _)| p.clone()).collect();
     // Socket creation happens on a fresh thread of our own, never a pool thread: a
     // thread that moved between namespaces is discarded afterwards.

@@ -7,47 +7,15 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use lxmetrics_plugin::{Instance, InstanceStatus, InstanceType};
 use serde::Deserialize;
+
+use crate::unix_http::{get, ApiError, API_TIMEOUT};
 
 /// The one request per refresh: every instance of every project, with its expanded
 /// configuration and devices, but not its state.
 const INSTANCES_PATH: &str = "/1.0/instances?recursion=1&all-projects=true";
-
-/// The longest a refresh waits for the API before falling back to cgroup names.
-pub(crate) const API_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The largest answer read (about 4 KiB per instance: room for 16,000 instances).
-const MAX_RESPONSE_BYTES: usize = 64 << 20;
-
-/// Why the API could not be used this refresh.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ApiError {
-    /// Connecting, sending or reading failed.
-    #[error("{path}: {reason}")]
-    Transport {
-        /// The socket.
-        path: PathBuf,
-        /// What went wrong.
-        reason: String,
-    },
-    /// No answer within [`API_TIMEOUT`].
-    #[error("{0}: no answer within {API_TIMEOUT:?}")]
-    Timeout(PathBuf),
-    /// The daemon answered with an error or a body that is not its API's shape.
-    #[error("{path}: {reason}")]
-    Answer {
-        /// The socket.
-        path: PathBuf,
-        /// What the answer was.
-        reason: String,
-    },
-}
 
 /// A container manager with LXD's API: LXD itself or Incus.
 #[derive(Clone, Debug)]
@@ -273,53 +241,6 @@ struct ApiProjectResource {
     limit: i64,
     #[serde(rename = "Usage")]
     usage: i64,
-}
-
-/// `GET path` on the socket; the body of a 2xx answer, else the API's error text.
-async fn get(socket: &Path, path: &str) -> Result<Bytes, ApiError> {
-    let transport = |reason: String| ApiError::Transport {
-        path: socket.to_owned(),
-        reason,
-    };
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| transport(e.to_string()))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| transport(e.to_string()))?;
-    let connection = tokio::spawn(connection);
-    let request = http::Request::get(path)
-        .header(http::header::HOST, "lxd")
-        .header(http::header::USER_AGENT, "lxmetrics")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| transport(e.to_string()))?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| transport(e.to_string()))?;
-    let status = response.status();
-    let body = Limited::new(response.into_body(), MAX_RESPONSE_BYTES)
-        .collect()
-        .await
-        .map_err(|e| transport(format!("reading the answer: {e}")))?
-        .to_bytes();
-    connection.abort();
-    if !status.is_success() {
-        let reason = serde_json::from_slice::<ErrorAnswer>(&body)
-            .map(|e| e.error)
-            .unwrap_or_default();
-        return Err(ApiError::Answer {
-            path: socket.to_owned(),
-            reason: format!("{path}: {status} {reason}"),
-        });
-    }
-    Ok(body)
-}
-
-#[derive(Deserialize)]
-struct ErrorAnswer {
-    #[serde(default)]
-    error: String,
 }
 
 /// The fields of an instance this daemon uses; everything else is skipped unread.

@@ -3,7 +3,15 @@
 //! namespace of the reading path's process). `lo` is included, as LXD does. Link speed
 //! (`lxd_network_speed_bytes{device}`, bytes per second) comes from ethtool netlink inside
 //! the same namespace where the driver reports one ([`crate::link_speed`]).
+//!
+//! A namespace is reported once: a container on the host's network (Docker's
+//! `--network host`) has no network series, since its interfaces are the host's; members
+//! of one namespace (a Podman pod, Docker's `--network container:`) are reported on the
+//! first of them by project and name ([`namespace_owners`]), not copied into each.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
 use std::time::Duration;
 
 use lxmetrics_plugin::{
@@ -61,14 +69,67 @@ impl Collector for NetworkCollector {
 /// The per-instance reader.
 pub(crate) struct NetworkReader;
 
+/// What the reads of one refresh share: the host's network namespace, read once.
+#[derive(Default)]
+pub(crate) struct NetworkState {
+    host: Option<Option<u64>>,
+}
+
+/// The inode of the network namespace of process `pid` (`<proc_root>/<pid>/ns/net`).
+fn net_namespace(proc_root: &Path, pid: u32) -> std::io::Result<u64> {
+    let path = proc_root.join(pid.to_string()).join("ns/net");
+    std::fs::metadata(path).map(|m| m.ino())
+}
+
+/// The host's network namespace: that of pid 1, or where pid 1's cannot be read (a
+/// non-dumpable init needs CAP_SYS_PTRACE) the daemon's own, which is the host's when the
+/// daemon runs on the host as it should. `None` where neither can be read (a fixture
+/// tree); then no instance is taken for the host's.
+fn host_net_namespace(proc_root: &Path) -> Option<u64> {
+    net_namespace(proc_root, 1)
+        .or_else(|_| std::fs::metadata(proc_root.join("self/ns/net")).map(|m| m.ino()))
+        .ok()
+}
+
+/// Which instances report network series: one per network namespace (the first by
+/// index, i.e. by project and name), none in the host's namespace, no VMs (QEMU lives in
+/// the host's namespaces; the guest's interfaces are not visible here). The namespace
+/// of every instance that reports, by instance.
+pub(crate) fn namespace_owners(scope: &Scope) -> HashMap<InstanceIndex, (u64, std::path::PathBuf)> {
+    let proc_root = &scope.host.proc_root;
+    let host = host_net_namespace(proc_root);
+    let mut owners: HashMap<u64, (InstanceIndex, std::path::PathBuf)> = HashMap::new();
+    for (index, instance) in scope.indexed_instances() {
+        if instance.kind != InstanceType::Container {
+            continue;
+        }
+        let Some(pid) = instance.pid else { continue };
+        let path = proc_root.join(pid.to_string()).join("ns/net");
+        match net_namespace(proc_root, pid) {
+            Ok(ns) if Some(ns) == host => {}
+            Ok(ns) => {
+                let owner = owners.entry(ns).or_insert((index, path.clone()));
+                if index < owner.0 {
+                    *owner = (index, path);
+                }
+            }
+            Err(e) => tracing::debug!("{}: {e}", path.display()),
+        }
+    }
+    owners
+        .into_iter()
+        .map(|(ns, (index, path))| (index, (ns, path)))
+        .collect()
+}
+
 impl InstanceReader for NetworkReader {
-    type Values = Vec<InterfaceCounters>;
-    type State = ();
+    type Values = (u64, Vec<InterfaceCounters>);
+    type State = NetworkState;
 
     fn read(
         &self,
         ctx: &mut ReadContext<'_>,
-        _: &mut (),
+        state: &mut NetworkState,
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
         // A VM's process (QEMU) lives in the host's namespaces: its interfaces are the
@@ -77,18 +138,43 @@ impl InstanceReader for NetworkReader {
             .pid
             .filter(|_| instance.kind == InstanceType::Container)
         else {
-            return Ok(Vec::new());
+            return Ok((0, Vec::new()));
         };
-        let path = ctx.host.proc_root.join(pid.to_string()).join("net/dev");
-        ctx.files.parse(&path, hostfs::net_dev)
+        let proc_root = &ctx.host.proc_root;
+        // 0: a /proc without namespace links (a fixture tree); reported, never merged.
+        let ns = match net_namespace(proc_root, pid) {
+            Ok(ns) => ns,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => {
+                return Err(ReadError::Io(
+                    proc_root.join(pid.to_string()).join("ns/net"),
+                    e,
+                ))
+            }
+        };
+        let host = *state
+            .host
+            .get_or_insert_with(|| host_net_namespace(proc_root));
+        if ns != 0 && Some(ns) == host {
+            return Ok((ns, Vec::new())); // the host's interfaces, not the instance's
+        }
+        let path = proc_root.join(pid.to_string()).join("net/dev");
+        Ok((ns, ctx.files.parse(&path, hostfs::net_dev)?))
     }
 
     fn emit(
         &self,
-        values: Vec<(InstanceIndex, Self::Values)>,
+        mut values: Vec<(InstanceIndex, Self::Values)>,
         _: Self::State,
         out: &mut Collection,
     ) {
+        // One namespace, one set of series: on its first instance by index.
+        values.sort_by_key(|(index, _)| *index);
+        let mut reported = std::collections::HashSet::new();
+        let values = values
+            .into_iter()
+            .filter(|(_, (ns, _))| *ns == 0 || reported.insert(*ns))
+            .map(|(index, (_, interfaces))| (index, interfaces));
         // LXD's HELP texts (lxd/metrics/types.go), wording kept.
         let desc = |direction: &str, what: &str| MetricDesc {
             name: format!("network_{direction}_{what}_total").into(),
@@ -131,5 +217,63 @@ impl InstanceReader for NetworkReader {
         for f in receive.into_iter().chain(transmit) {
             out.push(f);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lxmetrics_plugin::HostPaths;
+
+    const NET_DEV: &str = "Inter-|   Receive                                                |  Transmit
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
+    lo: 1000 10 0 0 0 0 0 0 1000 10 0 0 0 0 0 0
+  eth0: 123456 100 1 2 0 0 0 0 654321 90 3 4 0 0 0 0
+";
+
+    /// A namespace link is an inode: in the fixture a hard link stands for a shared
+    /// namespace.
+    #[tokio::test]
+    async fn a_shared_namespace_is_reported_once_and_the_hosts_not_at_all() {
+        let dir = tempfile::tempdir().unwrap();
+        let proc_root = dir.path().join("proc");
+        for pid in [1, 10, 20, 30] {
+            std::fs::create_dir_all(proc_root.join(format!("{pid}/ns"))).unwrap();
+            std::fs::create_dir_all(proc_root.join(format!("{pid}/net"))).unwrap();
+            std::fs::write(proc_root.join(format!("{pid}/net/dev")), NET_DEV).unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("cgroup")).unwrap();
+        std::fs::write(dir.path().join("cgroup/cgroup.controllers"), "cpu\n").unwrap();
+        let ns = |pid: u32| proc_root.join(format!("{pid}/ns/net"));
+        std::fs::write(ns(1), "").unwrap();
+        std::fs::hard_link(ns(1), ns(10)).unwrap(); // --network host
+        std::fs::write(ns(20), "").unwrap();
+        std::fs::hard_link(ns(20), ns(30)).unwrap(); // two members of a pod
+        let instances: Vec<Instance> = [("infra", 20), ("web", 30), ("hostnet", 10)]
+            .into_iter()
+            .map(|(name, pid)| Instance::container(name, format!("c/{name}")).with_pid(pid))
+            .collect();
+        let host = HostPaths {
+            proc_root,
+            ..HostPaths::under(dir.path())
+        };
+        let scope = Scope::new(instances, host);
+        let owners = namespace_owners(&scope);
+        assert_eq!(owners.keys().copied().collect::<Vec<_>>(), [0]);
+
+        let collector = NetworkCollector(PerInstanceCollector::new(NetworkReader));
+        let out = collector.collect(&scope).await.unwrap();
+        let receive = out
+            .families
+            .iter()
+            .find(|f| f.desc.name == "network_receive_bytes_total")
+            .unwrap();
+        let owners: std::collections::BTreeSet<_> =
+            receive.samples.iter().map(|s| s.instance).collect();
+        assert_eq!(
+            owners.into_iter().collect::<Vec<_>>(),
+            [Some(0)],
+            "only the first member of the shared namespace reports it"
+        );
     }
 }

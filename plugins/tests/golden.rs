@@ -38,6 +38,9 @@ fn lxd_host(layout: &str) -> InstancesConfig {
     let mut config = InstancesConfig::default();
     config.lxd.socket = Some(fixture(layout).join("lxd.socket"));
     config.incus.socket = Some(PathBuf::new());
+    // The engines of the machine the tests run on are not the fixture's.
+    config.docker.socket = Some(PathBuf::new());
+    config.podman.socket = Some(PathBuf::new());
     config
 }
 

@@ -68,7 +68,17 @@ fn a_thousand_refreshes_hold_no_more_memory_than_ten() {
             &host,
         )
         .expect("collectors");
-        let discovery = Arc::new(CgroupDiscovery::new(&InstancesConfig::default()));
+        // The fixture's instances only, whatever runtimes this machine has.
+        let mut instances = InstancesConfig::default();
+        for socket in [
+            &mut instances.lxd.socket,
+            &mut instances.incus.socket,
+            &mut instances.docker.socket,
+            &mut instances.podman.socket,
+        ] {
+            *socket = Some(std::path::PathBuf::new());
+        }
+        let discovery = Arc::new(CgroupDiscovery::new(&instances));
         let engine = RefreshEngine::new(
             discovery,
             collectors,

@@ -212,11 +212,14 @@ fn measure_refresh(runtime: &tokio::runtime::Runtime, n: usize) -> RefreshFigure
             &host,
         )
         .unwrap();
-        // The bench fleet is cgroups only: a real LXD on the bench machine is not asked
-        // (its API cost is measured on its own, docs/performance.md).
+        // The bench fleet is cgroups only: a real LXD, Docker or Podman on the bench
+        // machine is not asked (the LXD API's cost is measured on its own,
+        // docs/performance.md).
         let mut instances = InstancesConfig::default();
         instances.lxd.socket = Some(std::path::PathBuf::new());
         instances.incus.socket = Some(std::path::PathBuf::new());
+        instances.docker.socket = Some(std::path::PathBuf::new());
+        instances.podman.socket = Some(std::path::PathBuf::new());
         let discovery = Arc::new(CgroupDiscovery::new(&instances));
         let engine = RefreshEngine::new(
             discovery,
