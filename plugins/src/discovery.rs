@@ -1524,6 +1524,60 @@ mod tests {
         );
     }
 
+    /// systemd's cgroup driver (these test machines have no systemd): the presets find
+    /// `docker-<id>.scope` and `libpod-<id>.scope`, and the engines name them.
+    #[test]
+    fn systemd_scopes_of_docker_and_podman_are_named_by_their_engine() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup");
+        let (docker, podman) = ("1".repeat(64), "2".repeat(64));
+        for place in [
+            format!("system.slice/docker-{docker}.scope"),
+            format!("machine.slice/libpod-{podman}.scope/container"),
+        ] {
+            let c = cgroup.join(place);
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("cgroup.procs"), "21\n").unwrap();
+        }
+        std::fs::write(cgroup.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let host = HostPaths {
+            cgroup_root: cgroup,
+            ..HostPaths::default()
+        };
+        let view = ManagerView {
+            containers: HashMap::from([
+                listed("docker", &docker, "web", "shop", true),
+                listed("podman", &podman, "api", "pod1", true),
+            ]),
+            engines_answered: vec!["docker", "podman"],
+            ..ManagerView::default()
+        };
+        let walk = CgroupDiscovery::new(&no_apis())
+            .discover_with_sources(&host, &view, &HashMap::new())
+            .unwrap();
+        let found: Vec<(String, String, String)> = walk
+            .instances
+            .into_iter()
+            .map(|(i, _)| (i.project, i.name, i.cgroup))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "pod1".to_owned(),
+                    "api".to_owned(),
+                    format!("machine.slice/libpod-{podman}.scope")
+                ),
+                (
+                    "shop".to_owned(),
+                    "web".to_owned(),
+                    format!("system.slice/docker-{docker}.scope")
+                ),
+            ]
+        );
+        assert!(!walk.stale);
+    }
+
     #[test]
     fn a_pid_reused_by_another_process_is_not_taken_for_the_container() {
         let dir = tempfile::tempdir().unwrap();

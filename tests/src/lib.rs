@@ -6,7 +6,9 @@ pub mod churn;
 pub mod fuzz_entry;
 pub mod prometheus;
 pub mod real_cgroup;
+pub mod real_engines;
 pub mod real_lxd;
+pub mod setup;
 pub mod synthetic_fleet;
 
 use std::io::{BufRead, BufReader};

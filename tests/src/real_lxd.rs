@@ -4,32 +4,10 @@
 //! message when it cannot be had; it never skips.
 
 use std::process::Command;
-use std::sync::OnceLock;
-
-use crate::workspace_root;
 
 /// Sets LXD up (idempotently) the first time a test asks; panics with what is missing.
 pub fn ensure_lxd() {
-    static READY: OnceLock<Result<(), String>> = OnceLock::new();
-    let ready = READY.get_or_init(|| {
-        let script = workspace_root().join("tests/setup/lxd");
-        let out = Command::new(&script)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "{} failed (a real LXD is needed: root, Debian's lxd package):\n{}{}",
-                script.display(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    });
-    if let Err(e) = ready {
-        panic!("{e}");
-    }
+    crate::setup::ensure_setup("lxd", "a real LXD is needed: root, Debian's lxd package");
 }
 
 /// Runs `lxc ARGS` and returns its standard output; panics with its error otherwise.
