@@ -7,7 +7,6 @@
 pub mod admin_client;
 pub mod api;
 pub mod auth;
-pub mod body;
 pub mod caller;
 mod change_watch;
 pub mod cli;

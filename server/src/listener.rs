@@ -29,7 +29,6 @@ use tower_service::Service;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 
-use crate::body::{into_served, ServedBody};
 use crate::caller::{Caller, PeerCertificate};
 use crate::lingering_close::LingeringClose;
 
@@ -272,9 +271,9 @@ fn request_service(
     caller: Caller,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
-    Response = http::Response<ServedBody>,
+    Response = Response,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<ServedBody>, Infallible>> + Send,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
 > + Clone {
     let warp_service = warp::service(routes);
     hyper::service::service_fn(move |mut request: Request<Incoming>| {
@@ -296,20 +295,23 @@ fn request_service(
                 entity,
                 RequestResult::from_status(response.status().as_u16()),
             );
-            let served = into_served(response);
-            Ok(if head { without_body(served) } else { served })
+            Ok(if head {
+                without_body(response)
+            } else {
+                response
+            })
         }
     })
 }
 
-/// A HEAD response: the GET response's head, its length in `Content-Length`, no body.
-fn without_body(response: http::Response<ServedBody>) -> http::Response<ServedBody> {
+/// A HEAD response: the GET response's head, its length in `Content-Length` (as the
+/// handler said it, or as the body knows it), no body.
+fn without_body(response: Response) -> Response {
     let (mut head, body) = response.into_parts();
     if let Some(length) = http_body::Body::size_hint(&body).exact() {
-        head.headers.insert(
-            http::header::CONTENT_LENGTH,
-            http::HeaderValue::from(length),
-        );
+        head.headers
+            .entry(http::header::CONTENT_LENGTH)
+            .or_insert_with(|| http::HeaderValue::from(length));
     }
-    http::Response::from_parts(head, crate::body::empty())
+    Response::from_parts(head, Default::default())
 }

@@ -24,7 +24,9 @@ use lxmetrics_core::exposition::negotiate::{encoding_from_accept_encoding, forma
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use serde::Deserialize;
 use warp::filters::BoxedFilter;
-use warp::http::header::{HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_TYPE, VARY};
+use warp::http::header::{
+    HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY,
+};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
@@ -424,13 +426,15 @@ async fn metrics_handler(
     };
     match state.metrics.scrape(&request).await {
         Ok(scrape) => {
-            // The parts go out as they are (the cached part is shared, not copied): see
-            // crate::body.
-            let mut response = Response::new(Default::default());
-            response
-                .extensions_mut()
-                .insert(crate::body::PartsExtension(scrape.body.into_parts()));
+            // The parts go out as they are, one frame each: the cached part is shared,
+            // never copied. A stream has no size of its own, so the length is said.
+            let parts = scrape.body.into_parts();
+            let length: u64 = parts.iter().map(|part| part.len() as u64).sum();
+            let frames = parts.into_iter().map(Ok::<bytes::Bytes, Infallible>);
+            let mut response =
+                warp::reply::stream(futures_util::stream::iter(frames)).into_response();
             let headers = response.headers_mut();
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
             headers.insert(CONTENT_TYPE, HeaderValue::from_static(scrape.content_type));
             if let Some(encoding) = scrape.content_encoding {
                 headers.insert(CONTENT_ENCODING, HeaderValue::from_static(encoding));
