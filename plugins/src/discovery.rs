@@ -190,6 +190,11 @@ pub struct CgroupDiscovery {
     conflicts: Arc<Mutex<HashSet<(String, String)>>>,
     /// The last view every manager answered, and when.
     kept_view: Arc<Mutex<Option<KeptView>>>,
+    /// The managers' storage pools and project limits, and when they were fetched (on
+    /// their own, slower schedule: [`FIGURES_MAX_AGE`]).
+    figures: Arc<Mutex<Option<KeptFigures>>>,
+    /// A background fetch of the figures is running.
+    fetching_figures: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What one manager's API did lately.
@@ -271,14 +276,28 @@ struct ManagerView {
     /// `lxc.payload.*` cgroups no manager claimed when the view was fetched: plain LXC
     /// containers, which do not make the view out of date.
     plain: HashSet<String>,
-    /// Each answering manager's storage pools and project limits.
-    figures: Vec<ManagerFigures>,
 }
 
-/// A kept view is reused for at most this long; sooner when the cgroups disagree with
-/// it (an instance started or stopped). Asking LXD costs it about 0.45 ms of CPU per
-/// instance (docs/performance.md), too much for every refresh.
+/// Storage pools and project limits are fetched again after this long. A project's
+/// state makes LXD measure every instance of the project (390 ms of LXD's CPU for a
+/// project of 100 containers on a `dir` pool, docs/performance.md), and limits and pool
+/// use change slowly.
+const FIGURES_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A kept view is reused as it is for at most this long; sooner when the cgroups
+/// disagree with it (an instance started or stopped). Asking LXD for the full list costs
+/// it about 0.4 ms of CPU per instance (docs/performance.md), too much for every
+/// refresh.
 const VIEW_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// After [`VIEW_MAX_AGE`] the view is checked with the cheap questions (the managers'
+/// instance names, the engines' container lists) and kept another [`VIEW_MAX_AGE`] when
+/// nothing changed; it is fetched in full after this long regardless (disks added to a
+/// running instance, image descriptions).
+const VIEW_FULL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The managers' figures and when they were asked for.
+type KeptFigures = (std::time::Instant, Vec<ManagerFigures>);
 
 /// An answered view and when it was fetched.
 type KeptView = (std::time::Instant, Arc<ManagerView>);
@@ -380,6 +399,8 @@ impl CgroupDiscovery {
             last_conflicts: Arc::default(),
             conflicts: Arc::default(),
             kept_view: Arc::default(),
+            figures: Arc::default(),
+            fetching_figures: Arc::default(),
         }
     }
 
@@ -406,11 +427,16 @@ impl CgroupDiscovery {
 
     /// `storage_pool_{size,used}_bytes{pool,driver}`,
     /// `project_{limit,usage}{project,resource}` and
-    /// `project_resources_total{project,resource}` from the kept answer of the LXD/Incus
-    /// API (absent while none answered).
+    /// `project_resources_total{project,resource}` as the LXD/Incus API last gave them
+    /// (absent while no manager answers).
     fn figure_families(&self) -> Vec<Family> {
-        let kept = self.kept_view.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((_, view)) = kept.as_ref() else {
+        let answering = {
+            let kept = self.kept_view.lock().unwrap_or_else(|p| p.into_inner());
+            kept.as_ref()
+                .is_some_and(|(_, view)| view.managers_answered)
+        };
+        let figures = self.figures.lock().unwrap_or_else(|p| p.into_inner());
+        let Some((_, figures)) = figures.as_ref().filter(|_| answering) else {
             return Vec::new();
         };
         let mut size = Family::new(POOL_SIZE, &["pool", "driver"]);
@@ -418,7 +444,7 @@ impl CgroupDiscovery {
         let mut limit = Family::new(PROJECT_LIMIT, &["project", "resource"]);
         let mut usage = Family::new(PROJECT_USAGE, &["project", "resource"]);
         let mut totals = Family::new(PROJECT_RESOURCES, &["project", "resource"]);
-        for figures in &view.figures {
+        for figures in figures {
             for pool in &figures.pools {
                 let labels = [pool.name.as_str(), pool.driver.as_str()];
                 size.push(SeriesOf::HOST, labels, pool.size as f64);
@@ -487,6 +513,12 @@ impl CgroupDiscovery {
                 _ => Ok(()),
             }
         };
+        let want_figures = {
+            let figures = self.figures.lock().unwrap_or_else(|p| p.into_inner());
+            figures
+                .as_ref()
+                .is_none_or(|(at, _)| now.duration_since(*at) >= FIGURES_MAX_AGE)
+        };
         let manager_asks = self.managers.iter().enumerate().map(|(i, m)| {
             let go = asked(i);
             let present = sockets.get(i).is_some_and(|(_, s)| s.is_some());
@@ -496,13 +528,7 @@ impl CgroupDiscovery {
                 }
                 go?;
                 match m.instances().await {
-                    Ok(Some(listed)) => {
-                        // Pools and projects are extra: without them the inventory stands.
-                        let figures = m.figures().await.map_err(|e| {
-                            tracing::debug!(source = m.engine, "storage pools and projects: {e}");
-                        });
-                        Ok(Some((listed, figures.ok())))
-                    }
+                    Ok(Some(listed)) => Ok(Some(listed)),
                     Ok(None) => Ok(None),
                     Err(e) => Err(Some(e)),
                 }
@@ -531,14 +557,13 @@ impl CgroupDiscovery {
         let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let (manager_health, engine_health) = health.split_at_mut(first_engine);
         for (answer, h) in manager_answers.into_iter().zip(manager_health) {
-            let count = answer.as_ref().map(|a| a.as_ref().map(|(l, _)| l.len()));
+            let count = answer.as_ref().map(|a| a.as_ref().map(Vec::len));
             match h.record(now, count.map_err(Option::as_ref)) {
                 Some(true) => view.managers_answered = true,
                 Some(false) => view.guess_projects = true,
                 None => {}
             }
-            if let Ok(Some((listed, figures))) = answer {
-                view.figures.extend(figures);
+            if let Ok(Some(listed)) = answer {
                 for managed in listed {
                     view.claims.insert(managed.cgroup_name.clone(), managed);
                 }
@@ -558,6 +583,10 @@ impl CgroupDiscovery {
                     view.containers.insert(container.id.clone(), container);
                 }
             }
+        }
+        drop(health);
+        if want_figures && view.managers_answered {
+            self.fetch_figures(now);
         }
         view
     }
@@ -952,6 +981,96 @@ impl CgroupDiscovery {
             .map_err(|e| DiscoveryError(e.to_string()))?
     }
 
+    /// Fetches the managers' storage pools and project figures in the background (one
+    /// fetch at a time): they cost LXD far more than the instance list, and no refresh
+    /// waits for them. A manager whose figures fail is left out until the next fetch.
+    fn fetch_figures(&self, asked_at: std::time::Instant) {
+        if self.fetching_figures.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (managers, store) = (self.managers.clone(), self.figures.clone());
+        let fetching = self.fetching_figures.clone();
+        tokio::spawn(async move {
+            let mut fetched = Vec::new();
+            for manager in managers.iter() {
+                if manager.socket().is_none() {
+                    continue;
+                }
+                match manager.figures().await {
+                    Ok(figures) => fetched.push(figures),
+                    Err(e) => {
+                        tracing::debug!(source = manager.engine, "storage pools and projects: {e}")
+                    }
+                }
+            }
+            *store.lock().unwrap_or_else(|p| p.into_inner()) = Some((asked_at, fetched));
+            fetching.store(false, Ordering::Release);
+        });
+    }
+
+    /// Whether the runtimes still list what `view` holds, asked the cheap way: the
+    /// managers' instance names (not their configuration), the engines' container lists.
+    /// Any failure or difference means no: the view is then fetched in full.
+    async fn still_current(&self, view: &ManagerView) -> bool {
+        if view.guess_projects {
+            return false;
+        }
+        let sockets = self.sockets();
+        let mut listed = Vec::new();
+        for (manager, (_, socket)) in self.managers.iter().zip(&sockets) {
+            if socket.is_none() {
+                continue;
+            }
+            match manager.names().await {
+                Ok(Some(names)) => listed.extend(names),
+                _ => return false,
+            }
+        }
+        listed.sort();
+        let mut known: Vec<(String, String)> = view
+            .claims
+            .values()
+            .map(|m| (m.instance.project.clone(), m.instance.name.clone()))
+            .collect();
+        known.sort();
+        if listed != known {
+            return false;
+        }
+        let engine_sockets = sockets.iter().skip(self.managers.len());
+        for (engine, (_, socket)) in self.engines.iter().zip(engine_sockets) {
+            if socket.is_none() {
+                continue;
+            }
+            if !view.engines_answered.contains(&engine.engine) {
+                return false;
+            }
+            let Ok(Some(containers)) = engine.containers().await else {
+                return false;
+            };
+            let summary = |c: &EngineContainer| {
+                (
+                    c.id.clone(),
+                    c.instance.name.clone(),
+                    c.instance.project.clone(),
+                    c.instance.status,
+                )
+            };
+            let mut now: Vec<_> = containers.iter().map(summary).collect();
+            let mut then: Vec<_> = view
+                .containers
+                .values()
+                .filter(|c| c.engine == engine.engine)
+                .map(summary)
+                .collect();
+            now.sort_by(|a, b| a.0.cmp(&b.0));
+            then.sort_by(|a, b| a.0.cmp(&b.0));
+            if now != then {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Records the walk's conflicts and hands out its instances.
     fn finish(&self, walk: Walk) -> Vec<Instance> {
         self.last_conflicts.store(walk.conflicts, Ordering::Relaxed);
@@ -967,11 +1086,24 @@ impl Discovery for CgroupDiscovery {
     async fn discover(&self, host: &HostPaths) -> Result<Vec<Instance>, DiscoveryError> {
         let kept = {
             let kept = self.kept_view.lock().unwrap_or_else(|p| p.into_inner());
-            kept.as_ref()
-                .filter(|(at, _)| at.elapsed() < VIEW_MAX_AGE)
-                .map(|(_, view)| view.clone())
+            kept.as_ref().map(|(at, view)| (*at, view.clone()))
         };
-        if let Some(view) = kept {
+        let fresh = match kept {
+            Some((at, view)) if at.elapsed() < VIEW_MAX_AGE => Some(view),
+            Some((at, view))
+                if at.elapsed() < VIEW_FULL_MAX_AGE && self.still_current(&view).await =>
+            {
+                let mut kept = self.kept_view.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((at, held)) = kept.as_mut() {
+                    if Arc::ptr_eq(held, &view) {
+                        *at = std::time::Instant::now();
+                    }
+                }
+                Some(view)
+            }
+            _ => None,
+        };
+        if let Some(view) = fresh {
             let walk = self.walk(host, view).await?;
             if !walk.stale {
                 return Ok(self.finish(walk));
@@ -1599,6 +1731,88 @@ mod tests {
             None,
             "no such process"
         );
+    }
+
+    /// A fake LXD on a unix socket that answers every request with `body`, counting
+    /// the requests.
+    fn fake_lxd(socket: &Path, body: &'static str) -> Arc<std::sync::atomic::AtomicUsize> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = asked.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::Relaxed);
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        asked
+    }
+
+    /// The cheap check after VIEW_MAX_AGE: the same instance names keep the view; any
+    /// other list, or no answer, does not.
+    #[tokio::test]
+    async fn a_view_is_confirmed_by_the_names_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = |socket: &Path| InstancesConfig {
+            lxd: lxmetrics_core::config::DaemonSocket {
+                socket: Some(socket.to_owned()),
+            },
+            ..no_apis()
+        };
+        let view = |names: &[(&str, &str)]| ManagerView {
+            claims: names
+                .iter()
+                .map(|(project, name)| {
+                    let instance = Instance::new(*name, *project, InstanceType::Container, "");
+                    let cgroup_name = format!("{project}_{name}");
+                    (
+                        cgroup_name.clone(),
+                        ManagedInstance {
+                            instance,
+                            cgroup_name,
+                        },
+                    )
+                })
+                .collect(),
+            managers_answered: true,
+            ..ManagerView::default()
+        };
+        let same = dir.path().join("same.socket");
+        let asked = fake_lxd(
+            &same,
+            r#"{"type":"sync","metadata":["/1.0/instances/c1","/1.0/instances/c3?project=foo"]}"#,
+        );
+        let discovery = CgroupDiscovery::new(&config(&same));
+        assert!(
+            discovery
+                .still_current(&view(&[("default", "c1"), ("foo", "c3")]))
+                .await
+        );
+        assert_eq!(asked.load(Ordering::Relaxed), 1, "one cheap request");
+        assert!(
+            !discovery.still_current(&view(&[("default", "c1")])).await,
+            "c3 is new"
+        );
+        let mut guessed = view(&[("default", "c1"), ("foo", "c3")]);
+        guessed.guess_projects = true;
+        assert!(
+            !discovery.still_current(&guessed).await,
+            "a failed manager is asked in full"
+        );
+
+        let silent = dir.path().join("silent.socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&silent).unwrap();
+        let discovery = CgroupDiscovery::new(&config(&silent));
+        let started = std::time::Instant::now();
+        assert!(!discovery.still_current(&view(&[("default", "c1")])).await);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
     }
 
     #[test]

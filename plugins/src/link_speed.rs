@@ -5,14 +5,18 @@
 //! dedicated thread enters each instance's namespace (`<proc_root>/<pid>/ns/net`),
 //! creates the socket, and returns to its own namespace; the queries then run on the
 //! async runtime. A namespace is queried once, for the instance that reports it (see
-//! [`crate::network`]; none for the host's namespace). Interfaces whose driver
+//! [`crate::network`]; none for the host's namespace), and its answer reused for
+//! [`SPEED_MAX_AGE`] ([`LinkSpeedCache`]). Interfaces whose driver
 //! reports no speed (EOPNOTSUPP, `lo`, speed unknown) get no series; errors are logged and
 //! never turn into zeros.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ethtool::{EthtoolAttr, EthtoolHandle, EthtoolHeader, EthtoolLinkModeAttr};
 use futures_util::StreamExt;
@@ -25,14 +29,96 @@ pub type Speeds = Vec<(String, u32)>;
 /// The kernel's "speed unknown" (SPEED_UNKNOWN is -1 as u32).
 const SPEED_UNKNOWN: u32 = u32::MAX;
 
-/// Link speeds for every instance whose namespace could be entered, within `timeout`.
-pub async fn link_speeds(scope: &Scope, timeout: Duration) -> Vec<(InstanceIndex, Speeds)> {
-    // One query per namespace, for the instance that reports it (none for the host's).
-    let by_namespace: Vec<(std::path::PathBuf, Vec<InstanceIndex>)> =
-        crate::network::namespace_owners(scope)
-            .into_iter()
-            .map(|(index, (_, path))| (path, vec![index]))
-            .collect();
+/// How long a namespace's link speeds are reused before they are asked again: speeds
+/// change only when a link renegotiates, and asking means entering the namespace.
+pub(crate) const SPEED_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// The link speeds of each instance's namespace as last asked. A refresh never waits for
+/// netlink: it serves what is known and, when namespaces are new or their speeds older
+/// than [`SPEED_MAX_AGE`], asks for those in the background (one ask at a time), so their
+/// speeds appear in a later refresh. Until then a new namespace has no speed series
+/// (absent, never zero).
+#[derive(Default)]
+pub(crate) struct LinkSpeedCache {
+    /// By namespace inode and the instance's cgroup (an inode number can be reused by a
+    /// later namespace; the pair cannot, while the instance lives).
+    known: Arc<Mutex<HashMap<SpeedKey, (Instant, Speeds)>>>,
+    /// A background ask is running.
+    asking: Arc<AtomicBool>,
+}
+
+/// Clears the "asking" flag when a background ask ends, however it ends.
+struct AskDone(Arc<AtomicBool>);
+
+impl Drop for AskDone {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Namespace inode and instance cgroup.
+type SpeedKey = (u64, String);
+
+impl LinkSpeedCache {
+    /// The known speeds of every namespace that reports network series in this refresh
+    /// (see [`crate::network::namespace_owners`]); asks in the background, within
+    /// `timeout`, for those not known or too old.
+    pub(crate) fn speeds(&self, scope: &Scope, timeout: Duration) -> Vec<(InstanceIndex, Speeds)> {
+        let owners = crate::network::namespace_owners(scope);
+        let now = Instant::now();
+        let mut out = Vec::with_capacity(owners.len());
+        let mut ask: Vec<(std::path::PathBuf, SpeedKey)> = Vec::new();
+        let mut live = std::collections::HashSet::with_capacity(owners.len());
+        {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            for (index, (ns, path)) in owners {
+                let Some(instance) = scope.instances.get(index as usize) else {
+                    continue;
+                };
+                let key = (ns, instance.cgroup.clone());
+                match known.get(&key) {
+                    Some((at, speeds)) => {
+                        out.push((index, speeds.clone()));
+                        if now.duration_since(*at) >= SPEED_MAX_AGE {
+                            ask.push((path, key.clone()));
+                        }
+                    }
+                    None => ask.push((path, key.clone())),
+                }
+                live.insert(key);
+            }
+            // Namespaces no longer reporting are forgotten.
+            known.retain(|key, _| live.contains(key));
+        }
+        if !ask.is_empty() && !self.asking.swap(true, Ordering::AcqRel) {
+            let (known, asking) = (self.known.clone(), self.asking.clone());
+            tokio::spawn(async move {
+                let _done = AskDone(asking);
+                let keys: Vec<SpeedKey> = ask.iter().map(|(_, key)| key.clone()).collect();
+                let by_namespace = ask
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (path, _))| (path, vec![i as InstanceIndex]))
+                    .collect();
+                let asked = link_speeds(by_namespace, timeout).await;
+                let at = Instant::now();
+                let mut known = known.lock().unwrap_or_else(|p| p.into_inner());
+                for (i, speeds) in asked {
+                    if let Some(key) = keys.get(i as usize) {
+                        known.insert(key.clone(), (at, speeds));
+                    }
+                }
+            });
+        }
+        out
+    }
+}
+
+/// Link speeds for each namespace path's instances, within `timeout`.
+async fn link_speeds(
+    by_namespace: Vec<(std::path::PathBuf, Vec<InstanceIndex>)>,
+    timeout: Duration,
+) -> Vec<(InstanceIndex, Speeds)> {
     if by_namespace.is_empty() {
         return Vec::new();
     }

@@ -2,7 +2,8 @@
 //! `<proc_root>/<pid>/net/dev` of a process in the instance (the kernel shows the
 //! namespace of the reading path's process). `lo` is included, as LXD does. Link speed
 //! (`lxd_network_speed_bytes{device}`, bytes per second) comes from ethtool netlink inside
-//! the same namespace where the driver reports one ([`crate::link_speed`]).
+//! the same namespace where the driver reports one ([`crate::link_speed`]), asked in the
+//! background at most once a minute per namespace, so a refresh never waits for it.
 //!
 //! A namespace is reported once: a container on the host's network (Docker's
 //! `--network host`) has no network series, since its interfaces are the host's; members
@@ -21,7 +22,7 @@ use lxmetrics_plugin::{
 };
 
 use crate::hostfs::{self, InterfaceCounters};
-use crate::link_speed;
+use crate::link_speed::LinkSpeedCache;
 
 lxmetrics_plugin::register_collector!(
     "network",
@@ -41,11 +42,14 @@ const SPEED_TIMEOUT: Duration = Duration::from_secs(1);
 const COUNTERS: [&str; 4] = ["bytes", "packets", "errs", "drop"];
 
 /// Reads network counters.
-pub struct NetworkCollector(PerInstanceCollector<NetworkReader>);
+pub struct NetworkCollector(PerInstanceCollector<NetworkReader>, LinkSpeedCache);
 
 impl NetworkCollector {
     fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
-        Ok(NetworkCollector(PerInstanceCollector::new(NetworkReader)))
+        Ok(NetworkCollector(
+            PerInstanceCollector::new(NetworkReader),
+            LinkSpeedCache::default(),
+        ))
     }
 }
 
@@ -53,7 +57,7 @@ impl NetworkCollector {
 impl Collector for NetworkCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let mut out = self.0.collect(scope).await?;
-        let speeds = link_speed::link_speeds(scope, SPEED_TIMEOUT).await;
+        let speeds = self.1.speeds(scope, SPEED_TIMEOUT);
         let mut family = Family::new(SPEED, &["device"]);
         for (index, interfaces) in speeds {
             // Instances whose counters failed keep no speed either (dropped at assembly).
@@ -261,7 +265,10 @@ mod tests {
         let owners = namespace_owners(&scope);
         assert_eq!(owners.keys().copied().collect::<Vec<_>>(), [0]);
 
-        let collector = NetworkCollector(PerInstanceCollector::new(NetworkReader));
+        let collector = NetworkCollector(
+            PerInstanceCollector::new(NetworkReader),
+            LinkSpeedCache::default(),
+        );
         let out = collector.collect(&scope).await.unwrap();
         let receive = out
             .families

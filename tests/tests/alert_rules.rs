@@ -68,10 +68,25 @@ async fn every_metric_the_rules_use_is_emitted() {
     assert_eq!(status, 200);
     // Storage pools and projects come from the LXD API: asked of a daemon on this host,
     // next to the real LXD.
+    // They are fetched in the background (no refresh waits for them): asked until they
+    // are there.
     ensure_lxd();
-    let on_lxd = Daemon::start(&[]);
-    let (status, lxd_body) = on_lxd.get("/1.0/metrics").await;
-    assert_eq!(status, 200);
+    let state = tempfile::tempdir().expect("state dir");
+    std::fs::write(
+        state.path().join("config.toml"),
+        "[metrics]\ncache_ttl = \"100ms\"\n",
+    )
+    .expect("config.toml");
+    let on_lxd = Daemon::start_in(state, &[]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let lxd_body = loop {
+        let (status, lxd_body) = on_lxd.get("/1.0/metrics").await;
+        assert_eq!(status, 200);
+        if lxd_body.contains("lxd_project_limit{") || std::time::Instant::now() > deadline {
+            break lxd_body;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
     for name in &names {
         let from_api = name.starts_with("lxd_storage_pool_") || name.starts_with("lxd_project_");
         let body = if from_api { &lxd_body } else { &body };

@@ -248,7 +248,15 @@ async fn lxds_own_metrics_suite_passes() {
     let pool: serde_json::Value =
         serde_json::from_str(&lxc(&["query", "/1.0/storage-pools/default/resources"]))
             .expect("pool resources");
-    let (_, all) = get(&daemon, &https, Some(&metrics_cert), "/1.0/metrics").await;
+    // Fetched in the background, so a refresh never waits for them: asked until there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let (_, all) = get(&daemon, &https, Some(&metrics_cert), "/1.0/metrics").await;
+        if all.contains("lxd_project_usage{") || Instant::now() > deadline {
+            break all;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
     let size = sample_value(
         &all,
         "lxd_storage_pool_size_bytes{pool=\"default\",driver=\"dir\"}",

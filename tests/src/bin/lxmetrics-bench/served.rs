@@ -12,12 +12,17 @@ use tokio::sync::Barrier;
 
 use crate::report::Report;
 
+/// The bench fleet is cgroups only: the runtimes' APIs of the bench machine are not
+/// asked (the LXD phase measures them on their own).
+pub const NO_APIS: &str = "[instances.lxd]\nsocket = \"\"\n[instances.incus]\nsocket = \"\"\n\
+                           [instances.docker]\nsocket = \"\"\n[instances.podman]\nsocket = \"\"\n";
+
 /// A daemon over a fresh state directory with `cache_ttl`.
 fn daemon(cache_ttl: &str) -> Daemon {
     let state = tempfile::tempdir().expect("state directory");
     std::fs::write(
         state.path().join("config.toml"),
-        format!("[metrics]\ncache_ttl = \"{cache_ttl}\"\ncollector_timeout = \"30s\"\n"),
+        format!("[metrics]\ncache_ttl = \"{cache_ttl}\"\ncollector_timeout = \"30s\"\n{NO_APIS}"),
     )
     .expect("config.toml");
     Daemon::start_in(state, &[])
