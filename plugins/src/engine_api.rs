@@ -15,7 +15,7 @@ use std::sync::Arc;
 use lxmetrics_plugin::{Instance, InstanceStatus, InstanceType};
 use serde::Deserialize;
 
-use crate::unix_http::{get, ApiError, API_TIMEOUT};
+use crate::unix_http::{get, url_segment, ApiError, API_TIMEOUT};
 
 /// Docker's compose project label; Podman's compose tool sets its own.
 const PROJECT_LABELS: [&str; 2] = ["com.docker.compose.project", "io.podman.compose.project"];
@@ -190,11 +190,6 @@ pub(crate) fn label_name(key: &str) -> String {
         }
     }));
     name
-}
-
-/// An id as one URL path segment (ids are hex, but the answer is not trusted).
-fn url_segment(id: &str) -> String {
-    percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The fields of a listed container this daemon uses, in Docker's and Podman's list

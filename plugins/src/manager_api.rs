@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use lxmetrics_plugin::{Instance, InstanceStatus, InstanceType};
 use serde::Deserialize;
 
-use crate::unix_http::{get, ApiError, API_TIMEOUT};
+use crate::unix_http::{get, url_segment, ApiError, API_TIMEOUT};
 
 /// The one request per refresh: every instance of every project, with its expanded
 /// configuration and devices, but not its state.
@@ -197,11 +197,6 @@ async fn figures(socket: &Path) -> Result<ManagerFigures, ApiError> {
         }
     }
     Ok(out)
-}
-
-/// A name as one URL path segment.
-fn url_segment(name: &str) -> String {
-    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// The `metadata` of a `sync` answer.

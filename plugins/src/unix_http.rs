@@ -98,6 +98,12 @@ pub(crate) async fn get(socket: &Path, path: &str) -> Result<Bytes, ApiError> {
     Ok(body)
 }
 
+/// A name or id as one URL path segment (whatever an API answered, it cannot add a
+/// path component or a query).
+pub(crate) fn url_segment(name: &str) -> String {
+    percent_encoding::utf8_percent_encode(name, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
 /// The error text of a failed answer, in LXD's or Docker's shape.
 #[derive(Deserialize)]
 struct ErrorAnswer {
