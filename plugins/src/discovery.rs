@@ -951,18 +951,25 @@ impl CgroupDiscovery {
                 })
                 .cloned()
                 .collect();
-            if !ids.is_empty() {
-                pids.extend(engine.pids(&ids).await);
+            if ids.is_empty() {
+                continue;
             }
-        }
-        {
-            // What could not be learnt is not asked again until the next asked view.
+            let answers = engine.pids(&ids).await;
+            // What was asked and could not be learnt is not asked again until the next
+            // asked view; what was not asked yet is asked at the next refresh.
             let mut known = self
                 .container_cgroups
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            for id in walk.unresolved.iter().filter(|id| !pids.contains_key(*id)) {
-                known.insert(id.clone(), None);
+            for (id, pid) in answers {
+                match pid {
+                    Some(pid) => {
+                        pids.insert(id, pid);
+                    }
+                    None => {
+                        known.insert(id, None);
+                    }
+                }
             }
         }
         self.walk_once(host, view, pids).await

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use lxmetrics_plugin::{Instance, InstanceStatus, InstanceType};
 use serde::Deserialize;
 
-use crate::unix_http::{get, url_segment, ApiError, API_TIMEOUT};
+use crate::unix_http::{first_existing, get, get_within, url_segment, ApiError, API_TIMEOUT};
 
 /// Docker's compose project label; Podman's compose tool sets its own.
 const PROJECT_LABELS: [&str; 2] = ["com.docker.compose.project", "io.podman.compose.project"];
@@ -60,10 +60,7 @@ impl EngineApi {
 
     /// The socket of an engine running here, if any.
     pub(crate) fn socket(&self) -> Option<&Path> {
-        self.candidates
-            .iter()
-            .map(PathBuf::as_path)
-            .find(|p| p.exists())
+        first_existing(&self.candidates)
     }
 
     /// Every container the engine knows, or why it could not say. `Ok(None)`: no
@@ -76,9 +73,7 @@ impl EngineApi {
             "podman" => "/v4.0.0/libpod/containers/json?all=true",
             _ => "/containers/json?all=1",
         };
-        let body = tokio::time::timeout(API_TIMEOUT, get(socket, path))
-            .await
-            .map_err(|_| ApiError::Timeout(socket.to_owned()))??;
+        let body = get_within(socket, path).await?;
         let listed: Vec<ListedContainer> = serde_json::from_slice(&body)
             .map_err(|e| ApiError::answer(socket, format!("{path}: not the API's shape: {e}")))?;
         Ok(Some(
@@ -90,27 +85,29 @@ impl EngineApi {
     }
 
     /// The main process of each of these containers (Docker's inspect), for finding the
-    /// cgroups of containers under custom parents: at most [`MAX_INSPECTS`], all within
-    /// one [`API_TIMEOUT`]; what is not answered in time is left out.
-    pub(crate) async fn pids(&self, ids: &[String]) -> HashMap<String, u32> {
+    /// cgroups of containers under custom parents: the first [`MAX_INSPECTS`] are asked,
+    /// all within one [`API_TIMEOUT`]; each asked id comes back with its pid, or `None`
+    /// when it had none or no answer came in time.
+    pub(crate) async fn pids(&self, ids: &[String]) -> Vec<(String, Option<u32>)> {
+        let asked = &ids[..ids.len().min(MAX_INSPECTS)];
         let Some(socket) = self.socket() else {
-            return HashMap::new();
+            return asked.iter().map(|id| (id.clone(), None)).collect();
         };
-        let asks = ids.iter().take(MAX_INSPECTS).map(|id| async move {
+        let asks = asked.iter().map(|id| async move {
             let path = format!("/containers/{}/json", url_segment(id));
             let body = get(socket, &path).await.ok()?;
             let inspected: Inspected = serde_json::from_slice(&body).ok()?;
-            let pid = inspected.state.pid.filter(|p| *p > 0)?;
-            Some((id.clone(), pid))
+            inspected.state.pid.filter(|p| *p > 0)
         });
-        let all = futures_util::future::join_all(asks);
-        match tokio::time::timeout(API_TIMEOUT, all).await {
-            Ok(answers) => answers.into_iter().flatten().collect(),
-            Err(_) => {
-                tracing::debug!(engine = self.engine, "container inspects timed out");
-                HashMap::new()
-            }
-        }
+        let answers =
+            match tokio::time::timeout(API_TIMEOUT, futures_util::future::join_all(asks)).await {
+                Ok(answers) => answers,
+                Err(_) => {
+                    tracing::debug!(engine = self.engine, "container inspects timed out");
+                    vec![None; asked.len()]
+                }
+            };
+        asked.iter().cloned().zip(answers).collect()
     }
 
     /// The instance a listed container is (`None` for an entry without an id).
@@ -179,7 +176,7 @@ fn short_id(id: &str) -> &str {
 
 /// The `instance_info` label an engine label becomes: `label_` and the key with every
 /// character other than ASCII letters, digits and `_` turned into `_`.
-pub(crate) fn label_name(key: &str) -> String {
+fn label_name(key: &str) -> String {
     let mut name = String::with_capacity(6 + key.len());
     name.push_str("label_");
     name.extend(key.chars().map(|c| {

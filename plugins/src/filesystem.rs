@@ -89,9 +89,10 @@ pub struct FilesystemCollector {
 /// 24). The usage itself (statvfs) is read on every refresh.
 const MOUNTS_MAX_AGE: Duration = Duration::from_secs(30);
 
-/// Per process and disk list: when `mountinfo` was read and the mount of each path.
+/// Per process: when `mountinfo` was read, for which disk list, and the mount of `/` and
+/// of each disk.
 type MountCache =
-    std::collections::HashMap<(u32, Vec<String>), (std::time::Instant, Vec<Option<Mount>>)>;
+    std::collections::HashMap<u32, (std::time::Instant, Vec<String>, Vec<Option<Mount>>)>;
 
 impl FilesystemCollector {
     fn build(ctx: &BuildContext<'_>) -> Result<Self, BuildError> {
@@ -187,25 +188,18 @@ fn read_all(
             Some(pid) if instance.kind == InstanceType::Container => {
                 let proc_dir = host.proc_root.join(pid.to_string());
                 seen.insert(pid);
-                let key = (pid, instance.mounts.clone());
-                let known = {
-                    let cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
-                    cache
-                        .get(&key)
-                        .filter(|(at, _)| now.duration_since(*at) < MOUNTS_MAX_AGE)
-                        .map(|(_, found)| found.clone())
-                };
-                let found = match known {
-                    Some(found) => Ok(found),
-                    None => mounts_of(&proc_dir, &instance.mounts, &mut files).inspect(|found| {
-                        let mut cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
-                        cache.insert(key, (now, found.clone()));
-                    }),
-                };
-                match (proc_dir.is_dir(), found) {
-                    (false, _) => Ok(Vec::new()),
-                    (true, Err(e)) => Err(e),
-                    (true, Ok(found)) => read_one(&proc_dir, &instance.mounts, found, in_flight),
+                if proc_dir.is_dir() {
+                    known_mounts(mounts, pid, &instance.mounts, now)
+                        .map(Ok)
+                        .unwrap_or_else(|| {
+                            let found = mounts_of(&proc_dir, &instance.mounts, &mut files)?;
+                            let mut cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
+                            cache.insert(pid, (now, instance.mounts.clone(), found.clone()));
+                            Ok(found)
+                        })
+                        .and_then(|found| read_one(&proc_dir, &instance.mounts, found, in_flight))
+                } else {
+                    Ok(Vec::new())
                 }
             }
             _ => Ok(Vec::new()),
@@ -216,7 +210,21 @@ fn read_all(
     }
     // Processes gone since are forgotten.
     let mut cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
-    cache.retain(|(pid, _), _| seen.contains(pid));
+    cache.retain(|pid, _| seen.contains(pid));
+}
+
+/// What `mountinfo` said lately for process `pid` with these disks, if it is recent.
+fn known_mounts(
+    mounts: &Mutex<MountCache>,
+    pid: u32,
+    disks: &[String],
+    now: std::time::Instant,
+) -> Option<Vec<Option<Mount>>> {
+    let cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
+    cache
+        .get(&pid)
+        .filter(|(at, said_for, _)| now.duration_since(*at) < MOUNTS_MAX_AGE && said_for == disks)
+        .map(|(_, _, found)| found.clone())
 }
 
 /// What `<proc_dir>/mountinfo` says is mounted on `/` and on each of `mounts`.

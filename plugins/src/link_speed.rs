@@ -4,8 +4,8 @@
 //! A netlink socket belongs to the network namespace of the thread that created it, so a
 //! dedicated thread enters each instance's namespace (`<proc_root>/<pid>/ns/net`),
 //! creates the socket, and returns to its own namespace; the queries then run on the
-//! async runtime. A namespace is queried once, for the instance that reports it (see
-//! [`crate::network`]; none for the host's namespace), and its answer reused for
+//! async runtime. A namespace is queried once, for the instance that reports its
+//! counters (see [`crate::network`]; none for the host's namespace), and its answer reused for
 //! [`SPEED_MAX_AGE`] ([`LinkSpeedCache`]). Interfaces whose driver
 //! reports no speed (EOPNOTSUPP, `lo`, speed unknown) get no series; errors are logged and
 //! never turn into zeros.
@@ -31,7 +31,7 @@ const SPEED_UNKNOWN: u32 = u32::MAX;
 
 /// How long a namespace's link speeds are reused before they are asked again: speeds
 /// change only when a link renegotiates, and asking means entering the namespace.
-pub(crate) const SPEED_MAX_AGE: Duration = Duration::from_secs(60);
+const SPEED_MAX_AGE: Duration = Duration::from_secs(60);
 
 /// The link speeds of each instance's namespace as last asked. A refresh never waits for
 /// netlink: it serves what is known and, when namespaces are new or their speeds older
@@ -40,8 +40,7 @@ pub(crate) const SPEED_MAX_AGE: Duration = Duration::from_secs(60);
 /// (absent, never zero).
 #[derive(Default)]
 pub(crate) struct LinkSpeedCache {
-    /// By namespace inode and the instance's cgroup (an inode number can be reused by a
-    /// later namespace; the pair cannot, while the instance lives).
+    /// By the reporting instance's cgroup and process.
     known: Arc<Mutex<HashMap<SpeedKey, (Instant, Speeds)>>>,
     /// A background ask is running.
     asking: Arc<AtomicBool>,
@@ -56,34 +55,40 @@ impl Drop for AskDone {
     }
 }
 
-/// Namespace inode and instance cgroup.
-type SpeedKey = (u64, String);
+/// The instance's cgroup and process: a restarted instance (a new process, so a new
+/// namespace) is asked again.
+type SpeedKey = (String, u32);
 
 impl LinkSpeedCache {
-    /// The known speeds of every namespace that reports network series in this refresh
-    /// (see [`crate::network::namespace_owners`]); asks in the background, within
-    /// `timeout`, for those not known or too old.
-    pub(crate) fn speeds(&self, scope: &Scope, timeout: Duration) -> Vec<(InstanceIndex, Speeds)> {
-        let owners = crate::network::namespace_owners(scope);
+    /// The known speeds of the namespaces of `reporting` (the instances that report their
+    /// namespace's counters in this refresh: one per namespace, none for the host's);
+    /// asks in the background, within `timeout`, for those not known or too old.
+    pub(crate) fn speeds(
+        &self,
+        scope: &Scope,
+        reporting: impl IntoIterator<Item = InstanceIndex>,
+        timeout: Duration,
+    ) -> Vec<(InstanceIndex, Speeds)> {
         let now = Instant::now();
-        let mut out = Vec::with_capacity(owners.len());
+        let mut out = Vec::new();
         let mut ask: Vec<(std::path::PathBuf, SpeedKey)> = Vec::new();
-        let mut live = std::collections::HashSet::with_capacity(owners.len());
+        let mut live = std::collections::HashSet::new();
         {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            for (index, (ns, path)) in owners {
+            for index in reporting {
                 let Some(instance) = scope.instances.get(index as usize) else {
                     continue;
                 };
-                let key = (ns, instance.cgroup.clone());
+                let Some(pid) = instance.pid else { continue };
+                let key = (instance.cgroup.clone(), pid);
                 match known.get(&key) {
                     Some((at, speeds)) => {
                         out.push((index, speeds.clone()));
                         if now.duration_since(*at) >= SPEED_MAX_AGE {
-                            ask.push((path, key.clone()));
+                            ask.push((ns_path(scope, pid), key.clone()));
                         }
                     }
-                    None => ask.push((path, key.clone())),
+                    None => ask.push((ns_path(scope, pid), key.clone())),
                 }
                 live.insert(key);
             }
@@ -112,6 +117,11 @@ impl LinkSpeedCache {
         }
         out
     }
+}
+
+/// The network namespace link of process `pid`.
+fn ns_path(scope: &Scope, pid: u32) -> std::path::PathBuf {
+    scope.host.proc_root.join(pid.to_string()).join("ns/net")
 }
 
 /// Link speeds for each namespace path's instances, within `timeout`.

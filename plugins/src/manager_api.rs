@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use lxmetrics_plugin::{Instance, InstanceStatus, InstanceType};
 use serde::Deserialize;
 
-use crate::unix_http::{get, url_segment, ApiError, API_TIMEOUT};
+use crate::unix_http::{first_existing, get, get_within, url_segment, ApiError, API_TIMEOUT};
 
 /// The one request per refresh: every instance of every project, with its expanded
 /// configuration and devices, but not its state.
@@ -33,10 +33,7 @@ impl ManagerApi {
 
     /// The socket of a manager running here, if any.
     pub(crate) fn socket(&self) -> Option<&Path> {
-        self.candidates
-            .iter()
-            .map(PathBuf::as_path)
-            .find(|p| p.exists())
+        first_existing(&self.candidates)
     }
 
     /// Every instance the manager knows, or why it could not say. `Ok(None)`: no
@@ -45,9 +42,7 @@ impl ManagerApi {
         let Some(socket) = self.socket() else {
             return Ok(None);
         };
-        let body = tokio::time::timeout(API_TIMEOUT, get(socket, INSTANCES_PATH))
-            .await
-            .map_err(|_| ApiError::Timeout(socket.to_owned()))??;
+        let body = get_within(socket, INSTANCES_PATH).await?;
         let listed = parse_instances(&body).map_err(|reason| ApiError::Answer {
             path: socket.to_owned(),
             reason,
@@ -72,9 +67,7 @@ impl ManagerApi {
         let Some(socket) = self.socket() else {
             return Ok(None);
         };
-        let body = tokio::time::timeout(API_TIMEOUT, get(socket, NAMES_PATH))
-            .await
-            .map_err(|_| ApiError::Timeout(socket.to_owned()))??;
+        let body = get_within(socket, NAMES_PATH).await?;
         let urls: Vec<String> = sync_answer(&body)
             .map(Option::unwrap_or_default)
             .map_err(|reason| ApiError::answer(socket, format!("{NAMES_PATH}: {reason}")))?;

@@ -8,9 +8,8 @@
 //! A namespace is reported once: a container on the host's network (Docker's
 //! `--network host`) has no network series, since its interfaces are the host's; members
 //! of one namespace (a Podman pod, Docker's `--network container:`) are reported on the
-//! first of them by project and name ([`namespace_owners`]), not copied into each.
+//! first of them by project and name, not copied into each.
 
-use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
@@ -38,6 +37,10 @@ const SPEED: MetricDesc = MetricDesc::gauge(
 /// How long the netlink speed queries of one refresh may take.
 const SPEED_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The family whose samples say which instances report a namespace (every namespace has
+/// `lo`, so each reporting instance has one of these).
+const REPORTED_BY: &str = "network_receive_bytes_total";
+
 /// Counter names in net/dev column order, each for receive and transmit.
 const COUNTERS: [&str; 4] = ["bytes", "packets", "errs", "drop"];
 
@@ -57,7 +60,14 @@ impl NetworkCollector {
 impl Collector for NetworkCollector {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let mut out = self.0.collect(scope).await?;
-        let speeds = self.1.speeds(scope, SPEED_TIMEOUT);
+        // The instances that report a namespace's counters report its speeds too.
+        let reporting: std::collections::BTreeSet<InstanceIndex> = out
+            .families
+            .iter()
+            .filter(|f| f.desc.name == REPORTED_BY)
+            .flat_map(|f| f.samples.iter().filter_map(|s| s.instance))
+            .collect();
+        let speeds = self.1.speeds(scope, reporting, SPEED_TIMEOUT);
         let mut family = Family::new(SPEED, &["device"]);
         for (index, interfaces) in speeds {
             // Instances whose counters failed keep no speed either (dropped at assembly).
@@ -93,37 +103,6 @@ fn host_net_namespace(proc_root: &Path) -> Option<u64> {
     net_namespace(proc_root, 1)
         .or_else(|_| std::fs::metadata(proc_root.join("self/ns/net")).map(|m| m.ino()))
         .ok()
-}
-
-/// Which instances report network series: one per network namespace (the first by
-/// index, i.e. by project and name), none in the host's namespace, no VMs (QEMU lives in
-/// the host's namespaces; the guest's interfaces are not visible here). The namespace
-/// of every instance that reports, by instance.
-pub(crate) fn namespace_owners(scope: &Scope) -> HashMap<InstanceIndex, (u64, std::path::PathBuf)> {
-    let proc_root = &scope.host.proc_root;
-    let host = host_net_namespace(proc_root);
-    let mut owners: HashMap<u64, (InstanceIndex, std::path::PathBuf)> = HashMap::new();
-    for (index, instance) in scope.indexed_instances() {
-        if instance.kind != InstanceType::Container {
-            continue;
-        }
-        let Some(pid) = instance.pid else { continue };
-        let path = proc_root.join(pid.to_string()).join("ns/net");
-        match net_namespace(proc_root, pid) {
-            Ok(ns) if Some(ns) == host => {}
-            Ok(ns) => {
-                let owner = owners.entry(ns).or_insert((index, path.clone()));
-                if index < owner.0 {
-                    *owner = (index, path);
-                }
-            }
-            Err(e) => tracing::debug!("{}: {e}", path.display()),
-        }
-    }
-    owners
-        .into_iter()
-        .map(|(ns, (index, path))| (index, (ns, path)))
-        .collect()
 }
 
 impl InstanceReader for NetworkReader {
@@ -262,8 +241,6 @@ mod tests {
             ..HostPaths::under(dir.path())
         };
         let scope = Scope::new(instances, host);
-        let owners = namespace_owners(&scope);
-        assert_eq!(owners.keys().copied().collect::<Vec<_>>(), [0]);
 
         let collector = NetworkCollector(
             PerInstanceCollector::new(NetworkReader),

@@ -98,6 +98,19 @@ pub(crate) async fn get(socket: &Path, path: &str) -> Result<Bytes, ApiError> {
     Ok(body)
 }
 
+/// [`get`] bounded by [`API_TIMEOUT`].
+pub(crate) async fn get_within(socket: &Path, path: &str) -> Result<Bytes, ApiError> {
+    tokio::time::timeout(API_TIMEOUT, get(socket, path))
+        .await
+        .map_err(|_| ApiError::Timeout(socket.to_owned()))?
+}
+
+/// The first of a runtime's candidate sockets that exists here: the runtime's socket,
+/// if it runs on this host.
+pub(crate) fn first_existing(candidates: &[PathBuf]) -> Option<&Path> {
+    candidates.iter().map(PathBuf::as_path).find(|p| p.exists())
+}
+
 /// A name or id as one URL path segment (whatever an API answered, it cannot add a
 /// path component or a query).
 pub(crate) fn url_segment(name: &str) -> String {

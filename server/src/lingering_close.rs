@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 /// The longest a closed connection waits for its client to close too.
-pub(crate) const LINGER_LIMIT: Duration = Duration::from_secs(1);
+const LINGER_LIMIT: Duration = Duration::from_secs(1);
 /// The most a closing connection reads from its client before it stops waiting.
 const LINGER_READ_LIMIT: usize = 256 * 1024;
 /// Reads per poll while lingering, so a flooding client cannot hold a worker thread.

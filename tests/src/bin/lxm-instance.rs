@@ -17,12 +17,12 @@ fn main() {
         .expect("usage: lxm-instance INDEX");
     let stdin = std::io::stdin();
     let mut lines = stdin.lock().lines();
-    let mut wait_for = |word: &str| matches!(lines.next(), Some(Ok(line)) if line == word);
+    let mut next_is = |word: &str| matches!(lines.next(), Some(Ok(line)) if line == word);
     let ready = || {
         println!("ready");
         let _ = std::io::stdout().flush();
     };
-    if !wait_for("go") {
+    if !next_is("go") {
         return;
     }
     use rustix::thread::UnshareFlags;
@@ -70,11 +70,11 @@ fn main() {
         })
         .collect();
     ready();
-    if wait_for("up") {
+    if next_is("up") {
         run("ip", &["link", "set", "eth0", "up"]);
         ready();
-        // Until the bench closes stdin.
-        while wait_for("\u{0}") {}
+        // Stays until the bench closes stdin (the bench sends nothing more).
+        next_is("");
     }
     for other in &mut others {
         let _ = other.kill();

@@ -14,7 +14,7 @@ use crate::report::Report;
 
 /// The bench fleet is cgroups only: the runtimes' APIs of the bench machine are not
 /// asked (the LXD phase measures them on their own).
-pub const NO_APIS: &str = "[instances.lxd]\nsocket = \"\"\n[instances.incus]\nsocket = \"\"\n\
+const NO_APIS: &str = "[instances.lxd]\nsocket = \"\"\n[instances.incus]\nsocket = \"\"\n\
                            [instances.docker]\nsocket = \"\"\n[instances.podman]\nsocket = \"\"\n";
 
 /// A daemon over a fresh state directory with `cache_ttl`.
