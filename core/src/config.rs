@@ -6,9 +6,7 @@
 //! `/var/lib/lxmetrics/config.toml: metrics.cache_ttl: expected a duration like "8s"`.
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -16,18 +14,17 @@ use figment::value::{Dict, Value};
 use figment::{Figment, Metadata, Source};
 use serde::{Deserialize, Serialize};
 
-pub use crate::fleet_config::{ClusterConfig, ClusterMember, RemoteWriteConfig};
 use lxmetrics_plugin::{is_valid_label_name, HostPaths, InstanceType};
 
 /// Environment variables starting with this configure the daemon (`__` between levels).
 pub const ENV_PREFIX: &str = "LXMETRICS_";
 
-/// The whole configuration.
+/// The whole configuration: core's sections, and `S`, the sections of the program that
+/// links core (the server's `[core]` listeners, `[cluster]` and `[remote_write]`),
+/// declared by their owner.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// Listeners and authentication.
-    pub core: CoreConfig,
+#[serde(default)]
+pub struct Config<S = NoSections> {
     /// The refresh and the exposition.
     pub metrics: MetricsConfig,
     /// Which collectors run, and their own settings.
@@ -36,39 +33,44 @@ pub struct Config {
     pub host: HostPaths,
     /// How cgroups map to instances.
     pub instances: InstancesConfig,
-    /// The daemons listed for Prometheus service discovery.
-    pub cluster: ClusterConfig,
-    /// Pushing to a remote-write receiver.
-    pub remote_write: RemoteWriteConfig,
+    /// The linking program's sections, loaded from the same sources by their own type.
+    #[serde(skip)]
+    pub sections: S,
 }
 
-/// `[core]`: listeners and authentication.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CoreConfig {
-    /// Full API listener (TLS). `:8443` means all addresses.
-    pub https_address: ListenAddress,
-    /// Extra listener serving only `/1.0/metrics` and `/1.0`; a bare host means port
-    /// 9100, as LXD (`HTTPSMetricsDefaultPort`).
-    #[serde(deserialize_with = "metrics_address")]
-    pub metrics_address: Option<ListenAddress>,
-    /// `false`: `/1.0/metrics` needs no client certificate.
-    pub metrics_authentication: bool,
-    /// PKI mode: certificates signed by `server.ca` are trusted as `client`.
-    pub trust_ca_certificates: bool,
+/// Top-level configuration sections declared outside core by their owner: a struct whose
+/// fields are the tables (each with `deny_unknown_fields`), loaded from the same file,
+/// environment and flags as core's sections, documented and checked the same way.
+pub trait ConfigSections:
+    Serialize + serde::de::DeserializeOwned + Default + Clone + fmt::Debug + PartialEq
+{
+    /// Dotted keys that are unset by default, which the serialized defaults do not show.
+    const UNSET_KEYS: &'static [&'static str] = &[];
+
+    /// Checks that need several keys: `Err((dotted key, message))`.
+    fn validate(&self) -> Result<(), (String, String)> {
+        Ok(())
+    }
 }
 
-impl Default for CoreConfig {
-    fn default() -> Self {
-        CoreConfig {
-            https_address: ListenAddress {
-                ip: Some(IpAddr::from([127, 0, 0, 1])),
-                port: HTTPS_DEFAULT_PORT,
-            },
-            metrics_address: None,
-            metrics_authentication: true,
-            trust_ca_certificates: false,
+/// No sections beyond core's (a program that only collects, such as the bench).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NoSections {}
+
+impl ConfigSections for NoSections {}
+
+impl<S: ConfigSections> Config<S> {
+    /// Every section, core's and the program's, as one table (defaults, documentation,
+    /// reload comparison).
+    fn to_value(&self) -> Dict {
+        let mut all = match Value::serialize(self) {
+            Ok(Value::Dict(_, dict)) => dict,
+            _ => Dict::new(),
+        };
+        if let Ok(Value::Dict(_, dict)) = Value::serialize(&self.sections) {
+            all.extend(dict);
         }
+        all
     }
 }
 
@@ -274,97 +276,6 @@ fn validate_pattern(pattern: &str) -> Result<(), String> {
     crate::cgroup_pattern::CgroupPattern::parse(pattern).map(|_| ())
 }
 
-/// The port of `core.https_address` given as a bare host (LXD's `HTTPSDefaultPort`).
-const HTTPS_DEFAULT_PORT: u16 = 8443;
-/// The port of `core.metrics_address` given as a bare host (LXD's `HTTPSMetricsDefaultPort`).
-const METRICS_DEFAULT_PORT: u16 = 9100;
-
-fn metrics_address<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Option<ListenAddress>, D::Error> {
-    let text = Option::<String>::deserialize(d)?;
-    text.map(|t| ListenAddress::parse(&t, METRICS_DEFAULT_PORT))
-        .transpose()
-        .map_err(serde::de::Error::custom)
-}
-
-/// A listen address: `:PORT` (all addresses), `IP:PORT`, `[IPv6]:PORT`, or a bare IP
-/// (port 8443 for `core.https_address`, 9100 for `core.metrics_address`, as LXD).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ListenAddress {
-    /// `None` means every address (IPv6 and IPv4).
-    pub ip: Option<IpAddr>,
-    /// TCP port; 0 lets the kernel pick (tests).
-    pub port: u16,
-}
-
-impl ListenAddress {
-    /// The socket address to bind; "all addresses" is `[::]`, dual-stack.
-    pub fn socket_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.ip.unwrap_or(IpAddr::from([0u16; 8])), self.port)
-    }
-}
-
-impl FromStr for ListenAddress {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ListenAddress::parse(s, HTTPS_DEFAULT_PORT)
-    }
-}
-
-impl ListenAddress {
-    /// Parses `s`; a bare IP gets `default_port`.
-    fn parse(s: &str, default_port: u16) -> Result<Self, String> {
-        let s = s.trim();
-        let bad = || {
-            format!(
-                "\"{s}\" is not an address like \":8443\", \"127.0.0.1:8443\" or \"[::1]:8443\""
-            )
-        };
-        if let Some(port) = s.strip_prefix(':') {
-            let port = port.parse().map_err(|_| bad())?;
-            return Ok(ListenAddress { ip: None, port });
-        }
-        if let Ok(addr) = s.parse::<SocketAddr>() {
-            return Ok(ListenAddress {
-                ip: Some(addr.ip()),
-                port: addr.port(),
-            });
-        }
-        let bare = s.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = bare.parse::<IpAddr>() {
-            return Ok(ListenAddress {
-                ip: Some(ip),
-                port: default_port,
-            });
-        }
-        Err(bad())
-    }
-}
-
-impl fmt::Display for ListenAddress {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.ip {
-            None => write!(f, ":{}", self.port),
-            Some(ip) => write!(f, "{}", SocketAddr::new(ip, self.port)),
-        }
-    }
-}
-
-impl Serialize for ListenAddress {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for ListenAddress {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
 /// `metrics.prefix` when not configured: LXD's own.
 pub const DEFAULT_METRIC_PREFIX: &str = "lxd";
 
@@ -429,10 +340,10 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Every configuration key, dotted (`core.https_address`), flattened from the defaults
-/// plus the keys that are unset by default. Tables of free-form settings
-/// (`collectors.<name>`, `remote_write.external_labels`) count as one key.
-pub fn known_keys() -> Vec<String> {
+/// Every configuration key, dotted (`metrics.cache_ttl`), core's and `S`'s, flattened
+/// from the defaults plus the keys that are unset by default. Tables of free-form
+/// settings (`collectors.<name>`, `remote_write.external_labels`) count as one key.
+pub fn known_keys<S: ConfigSections>() -> Vec<String> {
     fn walk(prefix: &str, value: &Value, out: &mut Vec<String>) {
         match value {
             Value::Dict(_, dict) if !dict.is_empty() => {
@@ -449,14 +360,14 @@ pub fn known_keys() -> Vec<String> {
         }
     }
     let mut keys = Vec::new();
-    if let Ok(value) = Value::serialize(Config::default()) {
-        walk("", &value, &mut keys);
+    for (name, value) in Config::<S>::default().to_value() {
+        walk(&name, &value, &mut keys);
     }
     // None by default, so not serialized (their tables show up empty).
     keys.retain(|k| k != "instances.lxd" && k != "instances.incus");
+    keys.extend(S::UNSET_KEYS.iter().map(|k| k.to_string()));
     keys.extend(
         [
-            "core.metrics_address",
             "instances.lxd.socket",
             "instances.incus.socket",
             "instances.docker.socket",
@@ -469,7 +380,7 @@ pub fn known_keys() -> Vec<String> {
 
 /// The dotted keys whose values differ between two configurations (a table of free-form
 /// settings counts as one key), for saying what a reload did not apply.
-pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
+pub fn changed_keys<S: ConfigSections>(old: &Config<S>, new: &Config<S>) -> Vec<String> {
     fn flatten(prefix: &str, value: &Value, out: &mut std::collections::BTreeMap<String, String>) {
         match value {
             Value::Dict(_, dict) if !dict.is_empty() && !prefix.starts_with("collectors.") => {
@@ -487,11 +398,11 @@ pub fn changed_keys(old: &Config, new: &Config) -> Vec<String> {
         }
     }
     let (mut a, mut b) = Default::default();
-    if let Ok(value) = Value::serialize(old) {
-        flatten("", &value, &mut a);
+    for (name, value) in old.to_value() {
+        flatten(&name, &value, &mut a);
     }
-    if let Ok(value) = Value::serialize(new) {
-        flatten("", &value, &mut b);
+    for (name, value) in new.to_value() {
+        flatten(&name, &value, &mut b);
     }
     let mut keys: Vec<String> = a
         .keys()
@@ -515,11 +426,11 @@ pub fn env_var_of(key: &str) -> String {
 /// `LXMETRICS_*` variables among `names` that set no configuration key (and are not
 /// one of `options`, the command-line options' variables), each with the closest
 /// variable that does: such a variable is otherwise ignored without a word.
-pub fn unused_env_vars<'a>(
+pub fn unused_env_vars<'a, S: ConfigSections>(
     names: impl IntoIterator<Item = &'a str>,
     options: &[&str],
 ) -> Vec<(String, Option<String>)> {
-    let keys = known_keys();
+    let keys = known_keys::<S>();
     let mut known: Vec<String> = keys.iter().map(|k| env_var_of(k)).collect();
     known.extend(options.iter().map(|o| o.to_string()));
     names
@@ -547,35 +458,38 @@ pub fn unused_env_vars<'a>(
 
 /// Loads the configuration from defaults, the file, the environment and `overrides`
 /// (command-line flags as dotted key and value, applied last).
-pub fn load(file: &ConfigFile, overrides: &[(&str, Value)]) -> Result<Config, ConfigError> {
+pub fn load<S: ConfigSections>(
+    file: &ConfigFile,
+    overrides: &[(&str, Value)],
+) -> Result<Config<S>, ConfigError> {
     load_checked(file, overrides, &|_| Ok(()))
 }
 
 /// A check the loader cannot make alone (e.g. collector names against the linked
 /// collectors): `Err((dotted key, message))`, reported like the loader's own errors, with
 /// where the key was set.
-pub type ExtraCheck<'a> = &'a dyn Fn(&Config) -> Result<(), (String, String)>;
+pub type ExtraCheck<'a, S> = &'a dyn Fn(&Config<S>) -> Result<(), (String, String)>;
 
 /// [`load`], then `check`.
-pub fn load_checked(
+pub fn load_checked<S: ConfigSections>(
     file: &ConfigFile,
     overrides: &[(&str, Value)],
-    check: ExtraCheck<'_>,
-) -> Result<Config, ConfigError> {
+    check: ExtraCheck<'_, S>,
+) -> Result<Config<S>, ConfigError> {
     load_described(file, overrides, check).map(|loaded| loaded.config)
 }
 
 /// A loaded configuration that can say where each value came from, for start-up output.
 #[derive(Debug)]
-pub struct LoadedConfig {
+pub struct LoadedConfig<S = NoSections> {
     /// The configuration.
-    pub config: Config,
+    pub config: Config<S>,
     /// The file that was read, if any.
     pub file: Option<PathBuf>,
     figment: Figment,
 }
 
-impl LoadedConfig {
+impl<S> LoadedConfig<S> {
     /// Where `key`'s value came from: `default`, the file, `environment variable ...` or
     /// `command line`.
     pub fn origin(&self, key: &str) -> String {
@@ -584,12 +498,28 @@ impl LoadedConfig {
     }
 }
 
+/// The name the defaults provider goes by, so an origin says `default`.
+const DEFAULTS_NAME: &str = "default";
+
+/// Every section's defaults as one provider.
+struct Defaults(Dict);
+
+impl figment::Provider for Defaults {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(DEFAULTS_NAME)
+    }
+
+    fn data(&self) -> Result<figment::value::Map<figment::Profile, Dict>, figment::Error> {
+        Ok(figment::Profile::Default.collect(self.0.clone()))
+    }
+}
+
 /// [`load_checked`], keeping where each value came from.
-pub fn load_described(
+pub fn load_described<S: ConfigSections>(
     file: &ConfigFile,
     overrides: &[(&str, Value)],
-    check: ExtraCheck<'_>,
-) -> Result<LoadedConfig, ConfigError> {
+    check: ExtraCheck<'_, S>,
+) -> Result<LoadedConfig<S>, ConfigError> {
     let path = match file {
         ConfigFile::Optional(path) => path.is_file().then_some(path.as_path()),
         ConfigFile::Required(path) => {
@@ -597,7 +527,9 @@ pub fn load_described(
             Some(path.as_path())
         }
     };
-    let mut figment = Figment::from(Serialized::defaults(Config::default()));
+    let defaults = Config::<S>::default().to_value();
+    let sections: Vec<String> = defaults.keys().cloned().collect();
+    let mut figment = Figment::from(Defaults(defaults));
     if let Some(path) = path {
         figment = figment.merge(Toml::file_exact(path));
     }
@@ -610,7 +542,21 @@ pub fn load_described(
     for (key, value) in overrides {
         figment = figment.merge(Serialized::global(key, value).profile(figment::Profile::Default));
     }
-    let config: Config = figment.extract().map_err(|e| from_figment(e, path))?;
+    // Core's sections and the program's are read by their own types; a top-level table
+    // that neither declares is an unknown key.
+    let all: Dict = figment.extract().map_err(|e| from_figment(e, path))?;
+    if let Some(unknown) = all.keys().find(|k| !sections.contains(k)) {
+        let key = vec![unknown.clone()];
+        return Err(ConfigError {
+            origin: origin_of(figment.find_metadata(unknown), &key)
+                .or_else(|| path.map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "configuration".to_owned()),
+            key: unknown.clone(),
+            message: format!("unknown key (known keys here: {})", sections.join(", ")),
+        });
+    }
+    let mut config: Config<S> = figment.extract().map_err(|e| from_figment(e, path))?;
+    config.sections = figment.extract().map_err(|e| from_figment(e, path))?;
     validate(&config, &figment)?;
     check(&config).map_err(|(key, message)| {
         let parts: Vec<String> = key.split('.').map(str::to_owned).collect();
@@ -732,15 +678,14 @@ fn origin_of(metadata: Option<&Metadata>, path: &[String]) -> Option<String> {
             "environment variable {ENV_PREFIX}{}",
             path.join("__").to_ascii_uppercase()
         )),
-        // Serialized providers are named after the type they serialize: the defaults are a
-        // `Config`, the command-line overrides are single values. Never show a type name.
-        _ if metadata.name.ends_with("Config") => Some("default".to_owned()),
+        _ if metadata.name == DEFAULTS_NAME => Some("default".to_owned()),
+        // The command-line overrides are serialized single values: never show a type name.
         _ => Some("command line".to_owned()),
     }
 }
 
 /// Checks that need the whole configuration; errors name the key and where it was set.
-fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
+fn validate<S: ConfigSections>(config: &Config<S>, figment: &Figment) -> Result<(), ConfigError> {
     let fail = |key: &str, message: String| {
         let path: Vec<String> = key.split('.').map(str::to_owned).collect();
         ConfigError {
@@ -762,13 +707,9 @@ fn validate(config: &Config, figment: &Figment) -> Result<(), ConfigError> {
             .map_err(|m| fail("instances.source", format!("rule {}: {m}", i + 1)))?;
     }
     config
-        .cluster
+        .sections
         .validate()
-        .map_err(|m| fail("cluster.members", m))?;
-    config
-        .remote_write
-        .validate()
-        .map_err(|(key, m)| fail(key, m))?;
+        .map_err(|(key, m)| fail(&key, m))?;
     for (name, value) in &config.collectors.settings {
         if !matches!(value, Value::Dict(..)) {
             return Err(fail(
@@ -791,17 +732,13 @@ mod tests {
         if let Some(text) = file {
             std::fs::write(&path, text).unwrap();
         }
-        load(&ConfigFile::Optional(path), &[])
+        load::<NoSections>(&ConfigFile::Optional(path), &[])
     }
 
     #[test]
     fn defaults_match_the_design() {
         Jail::expect_with(|jail| {
             let c = load_in(jail, None).unwrap();
-            assert_eq!(c.core.https_address.to_string(), "127.0.0.1:8443");
-            assert_eq!(c.core.metrics_address, None);
-            assert!(c.core.metrics_authentication);
-            assert!(!c.core.trust_ca_certificates);
             assert_eq!(c.metrics.cache_ttl, Duration::from_secs(8));
             assert_eq!(c.metrics.collector_timeout, Duration::from_secs(5));
             assert_eq!(c.metrics.prefix.as_str(), "lxd");
@@ -815,35 +752,27 @@ mod tests {
     fn file_then_env_then_flags() {
         Jail::expect_with(|jail| {
             jail.set_env("LXMETRICS_METRICS__CACHE_TTL", "20s");
-            jail.set_env("LXMETRICS_CORE__METRICS_ADDRESS", "[::1]:9100");
+            jail.set_env("LXMETRICS_METRICS__COLLECTOR_TIMEOUT", "3s");
             jail.set_env("LXMETRICS_STATE_DIR", "/ignored/by/config");
             let file = "[metrics]\ncache_ttl = \"10s\"\nprefix = \"incus\"\n\
-                        [core]\nhttps_address = \":8443\"\n";
+                        collector_timeout = \"1s\"\n";
             std::fs::write(jail.directory().join("c.toml"), file).unwrap();
-            let c = load(
+            let loaded = load_described::<NoSections>(
                 &ConfigFile::Required(jail.directory().join("c.toml")),
-                &[("core.https_address", Value::from("127.0.0.1:0"))],
+                &[("metrics.prefix", Value::from("lxmx"))],
+                &|_| Ok(()),
             )
             .unwrap();
+            let c = &loaded.config;
             assert_eq!(c.metrics.cache_ttl, Duration::from_secs(20));
-            assert_eq!(c.metrics.prefix.as_str(), "incus");
-            assert_eq!(c.core.metrics_address.unwrap().to_string(), "[::1]:9100");
-            assert_eq!(c.core.https_address.to_string(), "127.0.0.1:0");
-            Ok(())
-        });
-    }
-
-    #[test]
-    fn a_bare_metrics_host_listens_on_9100_as_lxd() {
-        Jail::expect_with(|jail| {
-            let file = "[core]\nmetrics_address = \"127.0.0.1\"\nhttps_address = \"127.0.0.1\"\n";
-            std::fs::write(jail.directory().join("c.toml"), file).unwrap();
-            let c = load(&ConfigFile::Required(jail.directory().join("c.toml")), &[]).unwrap();
+            assert_eq!(c.metrics.collector_timeout, Duration::from_secs(3));
+            assert_eq!(c.metrics.prefix.as_str(), "lxmx");
+            assert_eq!(loaded.origin("metrics.prefix"), "command line");
             assert_eq!(
-                c.core.metrics_address.unwrap().to_string(),
-                "127.0.0.1:9100"
+                loaded.origin("metrics.cache_ttl"),
+                "environment variable LXMETRICS_METRICS__CACHE_TTL"
             );
-            assert_eq!(c.core.https_address.to_string(), "127.0.0.1:8443");
+            assert_eq!(loaded.origin("host.proc_root"), "default");
             Ok(())
         });
     }
@@ -870,20 +799,12 @@ mod tests {
             assert_eq!(e.key, "metrics.cache_ttl");
             assert!(e.origin.ends_with("config.toml"));
 
-            let e = load_in(jail, Some("[core]\nhttps_address = \"localhost\"\n")).unwrap_err();
-            assert_eq!(e.key, "core.https_address");
-            assert!(e.message.contains("not an address"), "{e}");
-
             let e = load_in(jail, Some("[metrics]\nprefix = \"my-fleet\"\n")).unwrap_err();
             assert_eq!(e.key, "metrics.prefix");
 
             let e = load_in(jail, Some("[metrics]\ncollector_timeout = \"0s\"\n")).unwrap_err();
             assert_eq!(e.key, "metrics.collector_timeout");
             assert!(e.origin.ends_with("config.toml"), "{e}");
-
-            let e =
-                load_in(jail, Some("[core]\nmetrics_authentication = \"maybe\"\n")).unwrap_err();
-            assert_eq!(e.key, "core.metrics_authentication");
 
             std::fs::remove_file(jail.directory().join("config.toml")).unwrap();
             jail.set_env("LXMETRICS_METRICS__CACHE_TTL", "later");
@@ -910,7 +831,7 @@ mod tests {
     fn a_missing_explicit_file_is_an_error() {
         Jail::expect_with(|jail| {
             let missing = jail.directory().join("nope.toml");
-            let e = load(&ConfigFile::Required(missing), &[]).unwrap_err();
+            let e = load::<NoSections>(&ConfigFile::Required(missing), &[]).unwrap_err();
             assert!(e.to_string().contains("nope.toml"));
             assert!(e.message.contains("cannot read"));
             Ok(())
@@ -970,67 +891,8 @@ mod tests {
     }
 
     #[test]
-    fn listen_addresses() {
-        let ok = [
-            (":8443", None, 8443),
-            ("127.0.0.1:9000", Some("127.0.0.1"), 9000),
-            ("[::1]:8443", Some("::1"), 8443),
-            ("10.0.0.1", Some("10.0.0.1"), 8443),
-            ("[::1]", Some("::1"), 8443),
-        ];
-        for (text, ip, port) in ok {
-            let a: ListenAddress = text.parse().unwrap();
-            assert_eq!(a.ip, ip.map(|i| i.parse().unwrap()), "{text}");
-            assert_eq!(a.port, port, "{text}");
-        }
-        let metrics = ListenAddress::parse("127.0.0.1", METRICS_DEFAULT_PORT).unwrap();
-        assert_eq!(metrics.to_string(), "127.0.0.1:9100");
-        for bad in ["", ":", ":99999", "localhost:80", "1.2.3.4:x"] {
-            assert!(bad.parse::<ListenAddress>().is_err(), "{bad}");
-        }
-        assert_eq!(
-            ":8443"
-                .parse::<ListenAddress>()
-                .unwrap()
-                .socket_addr()
-                .to_string(),
-            "[::]:8443"
-        );
-    }
-
-    #[test]
-    fn an_environment_variable_that_sets_nothing_is_named_with_the_closest() {
-        let unused = unused_env_vars(
-            [
-                "LXMETRICS_CORE_HTTPS_ADDRESS",
-                "LXMETRICS_CORE__HTTPS_ADDRESS",
-                "LXMETRICS_STATE_DIR",
-                "LXMETRICS_COLLECTORS__TEXTFILE__DIRECTORY",
-                "LXMETRICS_REMOTE_WRITE__EXTERNAL_LABELS__DC",
-                "LXMETRICS_WHATEVER",
-                "PATH",
-            ],
-            &[
-                "LXMETRICS_STATE_DIR",
-                "LXMETRICS_CONFIG",
-                "LXMETRICS_LOG_LEVEL",
-            ],
-        );
-        assert_eq!(
-            unused,
-            [
-                (
-                    "LXMETRICS_CORE_HTTPS_ADDRESS".to_owned(),
-                    Some("LXMETRICS_CORE__HTTPS_ADDRESS".to_owned())
-                ),
-                ("LXMETRICS_WHATEVER".to_owned(), None),
-            ]
-        );
-    }
-
-    #[test]
     fn changed_keys_name_what_differs() {
-        let old = Config::default();
+        let old = Config::<NoSections>::default();
         let mut new = old.clone();
         new.metrics.cache_ttl = Duration::from_secs(3);
         new.collectors.disable = vec!["disk".into()];
@@ -1041,44 +903,110 @@ mod tests {
         assert!(changed_keys(&old, &old).is_empty());
     }
 
-    #[test]
-    fn every_key_is_documented() {
-        let doc = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/configuration.md"
-        ))
-        .expect("docs/configuration.md exists");
-        let keys = known_keys();
-        assert!(keys.len() >= 13, "{keys:?}");
-        assert!(keys.contains(&"instances.source".to_string()), "{keys:?}");
-        for key in keys {
-            assert!(
-                doc.contains(&format!("`{key}`")),
-                "docs/configuration.md does not document `{key}`"
-            );
+    /// A program's own sections, as the server declares its listeners.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+    #[serde(default)]
+    struct Web {
+        web: WebSection,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    struct WebSection {
+        port: u16,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        banner: Option<String>,
+    }
+
+    impl Default for WebSection {
+        fn default() -> Self {
+            WebSection {
+                port: 80,
+                banner: None,
+            }
         }
     }
 
+    impl ConfigSections for Web {
+        const UNSET_KEYS: &'static [&'static str] = &["web.banner"];
+
+        fn validate(&self) -> Result<(), (String, String)> {
+            match self.web.port {
+                0 => Err(("web.port".into(), "must not be 0".into())),
+                _ => Ok(()),
+            }
+        }
+    }
+
+    fn load_web(jail: &Jail, text: &str) -> Result<Config<Web>, ConfigError> {
+        let path = jail.directory().join("web.toml");
+        std::fs::write(&path, text).unwrap();
+        load::<Web>(&ConfigFile::Required(path), &[])
+    }
+
     #[test]
-    fn the_example_file_loads_and_its_uncommented_form_too() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/config.toml");
+    fn a_programs_sections_load_and_are_checked_like_cores() {
         Jail::expect_with(|jail| {
-            let c = load(&ConfigFile::Required(path.into()), &[]).unwrap();
-            assert_eq!(c, Config::default());
-            // Uncommenting every setting must also load (the example stays valid).
-            let text = std::fs::read_to_string(path).unwrap();
-            let uncommented: String = text
-                .lines()
-                .map(|l| {
-                    l.strip_prefix('#')
-                        .filter(|r| !r.starts_with(' '))
-                        .unwrap_or(l)
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            let c = load_in(jail, Some(&uncommented)).unwrap();
-            assert_eq!(c.instances.source.len(), 6);
+            let c = load_web(jail, "[web]\nport = 8080\n[metrics]\nprefix = \"x\"\n").unwrap();
+            assert_eq!(c.sections.web.port, 8080);
+            assert_eq!(c.metrics.prefix.as_str(), "x");
+            let e = load_web(jail, "[web]\nprot = 1\n").unwrap_err();
+            assert_eq!(e.key, "web.prot", "{e}");
+            assert!(e.origin.ends_with("web.toml"), "{e}");
+            let e = load_web(jail, "[web]\nport = \"high\"\n").unwrap_err();
+            assert_eq!(e.key, "web.port", "{e}");
+            let e = load_web(jail, "[web]\nport = 0\n").unwrap_err();
+            assert_eq!(
+                (e.key.as_str(), e.message.as_str()),
+                ("web.port", "must not be 0")
+            );
+            assert!(e.origin.ends_with("web.toml"), "{e}");
+
+            // A table nobody declares, and one that only another program declares.
+            let e = load_web(jail, "[wbe]\nport = 1\n").unwrap_err();
+            assert_eq!(e.key, "wbe");
+            assert!(e.message.contains("known keys here:"), "{e}");
+            assert!(e.message.contains("web"), "{e}");
+            let e = load_in(jail, Some("[web]\nport = 1\n")).unwrap_err();
+            assert_eq!(e.key, "web");
+
+            jail.set_env("LXMETRICS_WEB__PORT", "81");
+            let c = load_web(jail, "").unwrap();
+            assert_eq!(c.sections.web.port, 81);
             Ok(())
         });
+    }
+
+    #[test]
+    fn a_programs_keys_are_known_compared_and_named_in_the_environment() {
+        let keys = known_keys::<Web>();
+        assert!(keys.contains(&"web.port".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"web.banner".to_owned()), "{keys:?}");
+        assert!(keys.contains(&"metrics.cache_ttl".to_owned()), "{keys:?}");
+        assert!(!known_keys::<NoSections>()
+            .iter()
+            .any(|k| k.starts_with("web.")));
+
+        let old = Config::<Web>::default();
+        let mut new = old.clone();
+        new.sections.web.port = 1;
+        new.metrics.cache_ttl = Duration::from_secs(1);
+        assert_eq!(changed_keys(&old, &new), ["metrics.cache_ttl", "web.port"]);
+
+        let unused = unused_env_vars::<Web>(
+            [
+                "LXMETRICS_WEB__PORT",
+                "LXMETRICS_WEB_PORT",
+                "LXMETRICS_METRICS__PREFIX",
+            ],
+            &[],
+        );
+        assert_eq!(
+            unused,
+            [(
+                "LXMETRICS_WEB_PORT".to_owned(),
+                Some("LXMETRICS_WEB__PORT".to_owned())
+            )]
+        );
     }
 }

@@ -24,7 +24,6 @@ pub mod discovery;
 pub mod engine;
 pub mod exposition;
 pub mod family_rules;
-pub mod fleet_config;
 mod instance_info;
 pub mod process;
 pub mod project_filter;

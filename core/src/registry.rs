@@ -129,7 +129,7 @@ pub fn build_enabled(
 /// Checks `collectors.enable` and `collectors.disable` against the linked collectors, for
 /// [`crate::config::load_checked`]: the error names the key and leaves where it was set
 /// to the loader.
-pub fn check_selection(config: &crate::config::Config) -> Result<(), (String, String)> {
+pub fn check_selection<S>(config: &crate::config::Config<S>) -> Result<(), (String, String)> {
     match select(
         &registered(),
         &config.collectors.enable,

@@ -8,7 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use lxmetrics_core::cache::MetricsCache;
-use lxmetrics_core::config::{self, Config, ConfigFile, ListenAddress, LoadedConfig};
+use lxmetrics_core::config::{self as core_config, ConfigFile};
+
+use crate::config::{
+    DaemonConfig, ListenAddress, ListenersConfig, LoadedDaemonConfig, ServerSections,
+};
 use lxmetrics_core::daemon_metrics::DaemonTelemetry;
 use lxmetrics_core::engine::RefreshEngine;
 use lxmetrics_core::registry;
@@ -54,8 +58,8 @@ pub fn load_config(
     state_dir: &Path,
     explicit: Option<&Path>,
     overrides: &[(&str, figment::value::Value)],
-) -> anyhow::Result<LoadedConfig> {
-    Ok(config::load_described(
+) -> anyhow::Result<LoadedDaemonConfig> {
+    Ok(core_config::load_described(
         &config_file(state_dir, explicit),
         overrides,
         &registry::check_selection,
@@ -65,7 +69,7 @@ pub fn load_config(
 /// Builds the enabled collectors, checking each one's settings; an error names the file
 /// the settings came from.
 pub fn build_collectors(
-    loaded: &LoadedConfig,
+    loaded: &LoadedDaemonConfig,
 ) -> anyhow::Result<Vec<(&'static str, Arc<dyn lxmetrics_plugin::Collector>)>> {
     let config = &loaded.config;
     let host = Arc::new(config.host.clone());
@@ -93,9 +97,9 @@ pub fn overrides(args: &DaemonArgs) -> Vec<(&'static str, figment::value::Value)
 ///
 /// `reload` re-reads the configuration on SIGHUP (with the same sources and flags).
 pub async fn run(
-    loaded: LoadedConfig,
+    loaded: LoadedDaemonConfig,
     state_dir: &Path,
-    reload: impl Fn() -> anyhow::Result<LoadedConfig>,
+    reload: impl Fn() -> anyhow::Result<LoadedDaemonConfig>,
 ) -> anyhow::Result<()> {
     let config = &loaded.config;
     // Handlers first: a SIGHUP sent as soon as the listeners are announced must reload,
@@ -129,7 +133,7 @@ pub async fn run(
             StateDir(state_dir).server_cert().display()
         ),
     })?;
-    let pki = match config.core.trust_ca_certificates {
+    let pki = match config.sections.core.trust_ca_certificates {
         true => Some(PkiFiles::load(state_dir)?),
         false => None,
     };
@@ -172,10 +176,12 @@ pub async fn run(
     let telemetry = Arc::new(DaemonTelemetry::default());
     telemetry.add_source(Arc::new(move || source_health.health_families()));
     let state = AppState {
-        cluster: Arc::new(ArcSwap::from_pointee(config.cluster.members.clone())),
+        cluster: Arc::new(ArcSwap::from_pointee(
+            config.sections.cluster.members.clone(),
+        )),
         metrics: MetricsService::new(cache, telemetry.clone()),
         trust,
-        metrics_authentication: config.core.metrics_authentication,
+        metrics_authentication: config.sections.core.metrics_authentication,
         server_fingerprint: identity.fingerprint.as_str().into(),
         pki,
     };
@@ -187,7 +193,7 @@ pub async fn run(
         .clone()
         .map(|files| tokio::spawn(files.watch(pushing_stopped.clone())));
     let pusher = crate::remote_write::RemoteWriter::from_config(
-        &config.remote_write,
+        &config.sections.remote_write,
         state.metrics.clone(),
     )?
     .map(|writer| tokio::spawn(writer.run(pushing_stopped)));
@@ -200,7 +206,7 @@ pub async fn run(
         metrics: None,
     };
     listeners
-        .reconcile(&config.core, &|key| loaded.origin(key), true)
+        .reconcile(&config.sections.core, &|key| loaded.origin(key), true)
         .await?;
     let socket = StateDir(state_dir).socket();
     let unix = start(
@@ -243,7 +249,7 @@ pub async fn run(
                     }
                 };
                 let new = &reloaded.config;
-                let waiting: Vec<String> = config::changed_keys(&applied, new)
+                let waiting: Vec<String> = core_config::changed_keys(&applied, new)
                     .into_iter()
                     .filter(|k| !RELOADED_KEYS.iter().any(|r| k.starts_with(r)))
                     .collect();
@@ -254,20 +260,18 @@ pub async fn run(
                         waiting.join(", ")
                     );
                 }
-                applied = Config {
-                    core: reloaded_core(&applied, new),
-                    cluster: new.cluster.clone(),
-                    ..applied
+                applied.sections = ServerSections {
+                    core: reloaded_core(&applied.sections.core, &new.sections.core),
+                    cluster: new.sections.cluster.clone(),
+                    ..applied.sections
                 };
-                if **state.cluster.load() != new.cluster.members {
-                    tracing::info!(
-                        members = new.cluster.members.len(),
-                        "SIGHUP: cluster members reloaded"
-                    );
-                    state.cluster.store(Arc::new(new.cluster.members.clone()));
+                let members = &new.sections.cluster.members;
+                if **state.cluster.load() != *members {
+                    tracing::info!(members = members.len(), "SIGHUP: cluster members reloaded");
+                    state.cluster.store(Arc::new(members.clone()));
                 }
                 listeners
-                    .reconcile(&new.core, &|key| reloaded.origin(key), false)
+                    .reconcile(&new.sections.core, &|key| reloaded.origin(key), false)
                     .await?;
             }
         }
@@ -296,11 +300,11 @@ const RELOADED_KEYS: [&str; 3] = [
 ];
 
 /// `applied`'s `[core]` with the listener addresses SIGHUP applies taken from `new`.
-fn reloaded_core(applied: &Config, new: &Config) -> config::CoreConfig {
-    config::CoreConfig {
-        https_address: new.core.https_address,
-        metrics_address: new.core.metrics_address,
-        ..applied.core.clone()
+fn reloaded_core(applied: &ListenersConfig, new: &ListenersConfig) -> ListenersConfig {
+    ListenersConfig {
+        https_address: new.https_address,
+        metrics_address: new.metrics_address,
+        ..applied.clone()
     }
 }
 
@@ -321,7 +325,7 @@ impl Listeners {
     /// the old listener keeps serving.
     async fn reconcile(
         &mut self,
-        core: &config::CoreConfig,
+        core: &ListenersConfig,
         origin: &dyn Fn(&str) -> String,
         at_start: bool,
     ) -> anyhow::Result<()> {
@@ -432,7 +436,7 @@ impl Signals {
 
 /// Prints the instance sources in use and how many running instances each finds now,
 /// so a host where nothing matches is noticed at start rather than from an empty graph.
-fn print_instance_sources(config: &Config, discovery: &CgroupDiscovery, host: &HostPaths) {
+fn print_instance_sources(config: &DaemonConfig, discovery: &CgroupDiscovery, host: &HostPaths) {
     let labels = config
         .instances
         .source

@@ -10,8 +10,10 @@ pub mod auth;
 pub mod caller;
 mod change_watch;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod fd_limit;
+mod fleet_config;
 mod lingering_close;
 pub mod listener;
 pub mod memory;
@@ -102,7 +104,7 @@ fn warn_unused_env_vars() {
     let names: Vec<String> = std::env::vars_os()
         .filter_map(|(name, _)| name.into_string().ok())
         .collect();
-    let unused = lxmetrics_core::config::unused_env_vars(
+    let unused = lxmetrics_core::config::unused_env_vars::<config::ServerSections>(
         names.iter().map(String::as_str),
         &cli::ENV_OPTIONS,
     );
@@ -126,7 +128,7 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn print_collectors(config: &lxmetrics_core::config::Config) -> anyhow::Result<()> {
+fn print_collectors(config: &config::DaemonConfig) -> anyhow::Result<()> {
     let all = lxmetrics_core::registry::registered();
     let selection = lxmetrics_core::registry::select(
         &all,

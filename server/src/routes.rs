@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use crate::config::ClusterMember;
 use arc_swap::ArcSwap;
 use base64::Engine;
-use lxmetrics_core::config::ClusterMember;
 use lxmetrics_core::exposition::negotiate::{encoding_from_accept_encoding, format_from_accept};
 use lxmetrics_core::scrape::{MetricsService, ScrapeRequest};
 use serde::Deserialize;

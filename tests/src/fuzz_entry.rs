@@ -107,7 +107,8 @@ fn config(data: &[u8]) {
     let dir = std::env::temp_dir();
     let path = dir.join(format!("lxmetrics-fuzz-config-{}.toml", std::process::id()));
     if std::fs::write(&path, data).is_ok() {
-        if let Err(e) = load(&ConfigFile::Required(path.clone()), &[]) {
+        let file = ConfigFile::Required(path.clone());
+        if let Err(e) = load::<lxmetrics_server::config::ServerSections>(&file, &[]) {
             // Errors are one line, as start-up prints them.
             assert!(!e.to_string().contains('\n'), "multi-line error: {e}");
         }

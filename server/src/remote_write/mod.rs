@@ -18,7 +18,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use lxmetrics_core::config::RemoteWriteConfig;
+use crate::config::RemoteWriteConfig;
 use lxmetrics_core::project_filter::ProjectFilter;
 use lxmetrics_core::scrape::MetricsService;
 use tokio::sync::watch;
