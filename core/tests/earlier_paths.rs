@@ -17,7 +17,7 @@ impl Collector for Old {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
         let mut family = Family::new(MetricDesc::gauge("old_path_info", "h"), &[]);
         for (index, _) in scope.indexed_instances() {
-            family.push(index, [""; 0], 1.0);
+            family.push(index, (), 1.0);
         }
         let mut out = Collection::new();
         out.push(family);

@@ -486,7 +486,7 @@ impl CgroupDiscovery {
         }
         let mut conflicts = Family::new(CONFLICTS, &[]);
         let last = self.last_conflicts.load(Ordering::Relaxed);
-        conflicts.push(SeriesOf::HOST, [""; 0], last as f64);
+        conflicts.push(SeriesOf::HOST, (), last as f64);
         vec![up, fallbacks, conflicts]
     }
 

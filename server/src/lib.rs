@@ -4,26 +4,26 @@
 //! our own listener), and the `lxmetrics` command line. The binary in `main.rs` only
 //! names the plugin crates and calls [`run`].
 
-pub mod admin_client;
-pub mod api;
-pub mod auth;
-pub mod caller;
+pub(crate) mod admin_client;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod caller;
 mod change_watch;
-pub mod cli;
+pub(crate) mod cli;
 pub mod config;
-pub mod daemon;
-pub mod fd_limit;
+pub(crate) mod daemon;
+pub(crate) mod fd_limit;
 mod fleet_config;
 mod lingering_close;
-pub mod listener;
-pub mod memory;
-pub mod pki;
+pub(crate) mod listener;
+pub(crate) mod memory;
+pub(crate) mod pki;
 pub mod remote_write;
-pub mod routes;
-pub mod state_dir;
-pub mod tls;
+pub(crate) mod routes;
+pub(crate) mod state_dir;
+pub(crate) mod tls;
 pub mod trust;
-pub mod trust_cli;
+pub(crate) mod trust_cli;
 
 use std::io::IsTerminal;
 

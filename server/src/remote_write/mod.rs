@@ -10,8 +10,8 @@
 //! when the receiver recovers, not on every attempt.
 
 pub mod proto;
-pub mod queue;
-pub mod stats;
+pub(crate) mod queue;
+pub(crate) mod stats;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -29,7 +29,7 @@ use self::stats::PushStats;
 
 /// Why the pusher could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum RemoteWriteError {
+pub(crate) enum RemoteWriteError {
     /// A TLS or password file could not be read.
     #[error("remote_write: cannot read {path}: {source}")]
     Read {
@@ -48,7 +48,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(500);
 const LAST_RETRY: Duration = Duration::from_secs(30);
 
 /// The pusher: configuration, HTTP client and the metrics it pushes.
-pub struct RemoteWriter {
+pub(crate) struct RemoteWriter {
     url: String,
     interval: Duration,
     client: reqwest::Client,

@@ -62,16 +62,6 @@ impl BatchQueue {
         }
     }
 
-    /// Batches waiting.
-    pub fn len(&self) -> usize {
-        self.batches.len()
-    }
-
-    /// True when nothing waits.
-    pub fn is_empty(&self) -> bool {
-        self.batches.is_empty()
-    }
-
     /// Bytes waiting.
     pub fn bytes(&self) -> u64 {
         self.bytes
@@ -96,11 +86,12 @@ mod tests {
         assert_eq!(q.front(), Some(&[2u8; 4][..]));
         assert_eq!(q.bytes(), 8);
         assert_eq!(q.push(vec![4; 11]), 1, "too big alone");
-        assert_eq!(q.len(), 2);
+        assert_eq!(q.bytes(), 8, "two batches still wait");
+        q.pop();
+        assert_eq!(q.front(), Some(&[3u8; 4][..]));
         q.pop();
         q.pop();
-        q.pop();
-        assert!(q.is_empty());
+        assert_eq!(q.front(), None);
         assert_eq!(q.bytes(), 0);
         assert_eq!(q.dropped(), 2);
     }

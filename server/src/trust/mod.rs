@@ -1,4 +1,4 @@
 //! Trust: parsing client certificates and the persistent store of trusted ones.
 
 pub mod certificate;
-pub mod store;
+pub(crate) mod store;
