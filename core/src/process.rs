@@ -64,9 +64,25 @@ fn stat_at(path: &str) -> io::Result<SelfStat> {
     )
 }
 
-/// Open file descriptors of this process.
+/// How long a count of open file descriptors is reused.
+const OPEN_FDS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Open file descriptors of this process, counted at most once a second: counting lists
+/// `/proc/self/fd`, which holds the collectors' kept cgroup files (up to 2,048), and the
+/// daemon's own metrics are made for every request.
 pub fn open_fds() -> io::Result<usize> {
-    Ok(fs::read_dir("/proc/self/fd")?.count())
+    static LAST: std::sync::Mutex<Option<(std::time::Instant, usize)>> =
+        std::sync::Mutex::new(None);
+    let now = std::time::Instant::now();
+    let mut last = LAST.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((at, count)) = *last {
+        if now.duration_since(at) < OPEN_FDS_MAX_AGE {
+            return Ok(count);
+        }
+    }
+    let count = fs::read_dir("/proc/self/fd")?.count();
+    *last = Some((now, count));
+    Ok(count)
 }
 
 /// The soft limit on open files.

@@ -67,6 +67,7 @@
 
 mod collector;
 mod instance;
+mod kept_files;
 mod layout;
 mod metric;
 mod per_instance;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::collector::{run_blocking, CollectError, Collection, Collector, HostPaths, Scope};
 use crate::instance::{Instance, InstanceIndex};
+use crate::kept_files::KeptFiles;
 use crate::layout::Layout;
 use crate::read::{FileReader, ReadError};
 
@@ -53,12 +54,18 @@ pub struct ReadContext<'a> {
 /// Runs `reader` over every instance on the blocking pool.
 async fn collect<R: InstanceReader>(
     reader: &Arc<R>,
+    kept: &Arc<KeptFiles>,
     scope: &Scope,
 ) -> Result<Collection, CollectError> {
     let reader = reader.clone();
+    let kept = kept.clone();
     let instances = scope.instances.clone();
     let host = scope.host.clone();
-    run_blocking(move || collect_blocking(&*reader, &instances, &host)).await?
+    run_blocking(move || {
+        let files = FileReader::keeping(kept.for_refresh(&host.cgroup_root));
+        collect_blocking(&*reader, &instances, &host, files)
+    })
+    .await?
 }
 
 /// The same, on the calling thread.
@@ -66,13 +73,14 @@ fn collect_blocking<R: InstanceReader>(
     reader: &R,
     instances: &[Instance],
     host: &HostPaths,
+    files: FileReader,
 ) -> Result<Collection, CollectError> {
     let layout =
         Layout::detect(&host.cgroup_root).map_err(|e| CollectError::Other(e.to_string()))?;
     let mut ctx = ReadContext {
         layout: &layout,
         host,
-        files: FileReader::new(),
+        files,
     };
     let mut state = R::State::default();
     let mut out = Collection::new();
@@ -103,18 +111,25 @@ fn vanished(layout: &Layout, instance: &Instance) -> bool {
 
 /// A collector made of an [`InstanceReader`]: every cgroup collector has this shape.
 /// Register its constructor, e.g. `|_| Ok(PerInstanceCollector::new(MyReader))`.
-pub struct PerInstanceCollector<R>(Arc<R>);
+pub struct PerInstanceCollector<R> {
+    reader: Arc<R>,
+    /// The cgroup files kept open between refreshes.
+    kept: Arc<KeptFiles>,
+}
 
 impl<R: InstanceReader> PerInstanceCollector<R> {
     /// Wraps a reader.
     pub fn new(reader: R) -> Self {
-        PerInstanceCollector(Arc::new(reader))
+        PerInstanceCollector {
+            reader: Arc::new(reader),
+            kept: Arc::default(),
+        }
     }
 }
 
 #[crate::async_trait]
 impl<R: InstanceReader> Collector for PerInstanceCollector<R> {
     async fn collect(&self, scope: &Scope) -> Result<Collection, CollectError> {
-        collect(&self.0, scope).await
+        collect(&self.reader, &self.kept, scope).await
     }
 }

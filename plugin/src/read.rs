@@ -4,7 +4,10 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::kept_files::KeptForRefresh;
 
 /// What is wrong with a file's contents: what a parser given to [`FileReader::parse`]
 /// returns.
@@ -81,11 +84,18 @@ impl std::error::Error for ReadError {}
 /// close, and a bound keeps a malformed or hostile file from growing memory.
 const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 
+/// The reused buffer's first size: every cgroup and proc file a collector reads fits.
+const FIRST_BUFFER: usize = 16 * 1024;
+
 /// Reads small files into one reused buffer (one `open` + `read` per file, no per-file
 /// allocation once the buffer has grown).
 #[derive(Debug, Default)]
 pub struct FileReader {
+    /// Always initialized to its full length; `filled` bytes of it are the last file.
     buffer: Vec<u8>,
+    filled: usize,
+    /// Cgroup files kept open between refreshes, when the reader is a collector's.
+    kept: Option<KeptForRefresh>,
 }
 
 /// Reads all of `source` into `into` (cleared first), refusing more than `max` bytes
@@ -108,13 +118,84 @@ impl FileReader {
         Self::default()
     }
 
+    /// A reader for one refresh of a collector, keeping its cgroup files open for the
+    /// next (`kept_files.rs`).
+    pub(crate) fn keeping(kept: KeptForRefresh) -> Self {
+        FileReader {
+            kept: Some(kept),
+            ..Self::default()
+        }
+    }
+
     /// The file's text, valid until the next read.
     pub fn read(&mut self, path: &Path) -> Result<&str, ReadError> {
         let io_error = |e| ReadError::Io(path.to_owned(), e);
-        let file = std::fs::File::open(path).map_err(io_error)?;
-        read_capped(file, MAX_FILE_BYTES, &mut self.buffer).map_err(io_error)?;
-        std::str::from_utf8(&self.buffer)
-            .map_err(|_| io_error(io::Error::new(io::ErrorKind::InvalidData, "not UTF-8")))
+        let kept = self.kept.as_mut().and_then(|k| k.take(path));
+        if let Some(kept) = kept {
+            // Read again from the start; a removed cgroup's file answers ENODEV and is
+            // opened anew below (the path may be a new cgroup's by now).
+            if self
+                .read_generated(|buf, at| kept.0.read_at(buf, at))
+                .is_ok()
+            {
+                if let Some(k) = self.kept.as_mut() {
+                    k.keep_again(path, kept);
+                }
+                return self.text(path);
+            }
+        }
+        let mut file = std::fs::File::open(path).map_err(io_error)?;
+        self.read_generated(|buf, _| file.read(buf))
+            .map_err(io_error)?;
+        if let Some(k) = self.kept.as_mut() {
+            k.keep(path, file);
+        }
+        self.text(path)
+    }
+
+    /// The last file's text.
+    fn text(&self, path: &Path) -> Result<&str, ReadError> {
+        std::str::from_utf8(&self.buffer[..self.filled]).map_err(|_| {
+            ReadError::Io(
+                path.to_owned(),
+                io::Error::new(io::ErrorKind::InvalidData, "not UTF-8"),
+            )
+        })
+    }
+
+    /// Reads a file the kernel generates (proc, sysfs, cgroupfs) whole, up to
+    /// [`MAX_FILE_BYTES`]. Such a read returns as much as was asked unless the end is
+    /// reached (a seq_file fills the caller's buffer before returning, a sysfs attribute
+    /// is at most one page), so a read that returns less is the end, and the extra read
+    /// that would return 0 is skipped: one `read` per file.
+    fn read_generated(
+        &mut self,
+        mut read_at: impl FnMut(&mut [u8], u64) -> io::Result<usize>,
+    ) -> io::Result<()> {
+        self.filled = 0;
+        if self.buffer.is_empty() {
+            self.buffer.resize(FIRST_BUFFER, 0);
+        }
+        loop {
+            let asked = self.buffer.len() - self.filled;
+            let got = match read_at(&mut self.buffer[self.filled..], self.filled as u64) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.filled += got;
+            if self.filled as u64 > MAX_FILE_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("larger than {MAX_FILE_BYTES} bytes"),
+                ));
+            }
+            if got < asked {
+                return Ok(());
+            }
+            let grown = (self.buffer.len() * 2).min(MAX_FILE_BYTES as usize + 1);
+            self.buffer.resize(grown.max(self.filled + 1), 0);
+        }
     }
 
     /// Reads and parses a file.
@@ -125,5 +206,74 @@ impl FileReader {
     ) -> Result<T, ReadError> {
         let text = self.read(path)?;
         parse(text).map_err(|e| ReadError::Parse(path.to_owned(), e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers reads as a seq_file does: as much as asked until the end.
+    struct Generated(Vec<u8>, usize, usize);
+
+    impl Read for Generated {
+        fn read(&mut self, into: &mut [u8]) -> io::Result<usize> {
+            self.2 += 1;
+            let n = into.len().min(self.0.len() - self.1);
+            into[..n].copy_from_slice(&self.0[self.1..self.1 + n]);
+            self.1 += n;
+            Ok(n)
+        }
+    }
+
+    fn read_all(files: &mut FileReader, text: Vec<u8>) -> (io::Result<Vec<u8>>, usize) {
+        let mut source = Generated(text, 0, 0);
+        let result = files
+            .read_generated(|buf, _| source.read(buf))
+            .map(|()| files.buffer[..files.filled].to_vec());
+        (result, source.2)
+    }
+
+    #[test]
+    fn a_small_file_takes_one_read_and_a_large_one_is_read_whole() {
+        let mut files = FileReader::new();
+        let (text, reads) = read_all(&mut files, b"nr_periods 0\n".to_vec());
+        assert_eq!(text.unwrap(), b"nr_periods 0\n");
+        assert_eq!(reads, 1, "the short read is the end");
+
+        let large: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (text, _) = read_all(&mut files, large.clone());
+        assert_eq!(text.unwrap(), large);
+        // An exactly full buffer is not mistaken for the end.
+        let exact = vec![7u8; files.buffer.len()];
+        let (text, _) = read_all(&mut files, exact.clone());
+        assert_eq!(text.unwrap(), exact);
+        let (text, reads) = read_all(&mut files, b"".to_vec());
+        assert_eq!((text.unwrap(), reads), (Vec::new(), 1));
+    }
+
+    #[test]
+    fn a_file_past_the_bound_is_refused() {
+        let mut files = FileReader::new();
+        let (result, _) = read_all(&mut files, vec![b'x'; MAX_FILE_BYTES as usize + 10]);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidData);
+        let (result, _) = read_all(&mut files, vec![b'x'; MAX_FILE_BYTES as usize]);
+        assert_eq!(result.unwrap().len(), MAX_FILE_BYTES as usize);
+    }
+
+    #[test]
+    fn real_files_read_as_before() {
+        let dir = std::env::temp_dir().join(format!("lxm-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("f");
+        std::fs::write(&path, "a 1\nb 2\n").unwrap();
+        let mut files = FileReader::new();
+        assert_eq!(files.read(&path).unwrap(), "a 1\nb 2\n");
+        assert!(files
+            .read(Path::new("/proc/self/stat"))
+            .unwrap()
+            .contains(')'));
+        assert!(files.read(&dir.join("missing")).unwrap_err().is_not_found());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -187,10 +187,14 @@ fn bandwidth(
         Some(Hierarchy::V1(root)) => {
             let dir = root.join(&instance.cgroup);
             let quota = optional(ctx.files.parse(&dir.join("cpu.cfs_quota_us"), signed))?;
-            let period = optional(
-                ctx.files
-                    .parse(&dir.join("cpu.cfs_period_us"), parse::single_value),
-            )?;
+            // The period only matters under a quota (-1 is none): not read otherwise.
+            let period = match quota {
+                Some(q) if q > 0 => optional(
+                    ctx.files
+                        .parse(&dir.join("cpu.cfs_period_us"), parse::single_value),
+                )?,
+                _ => None,
+            };
             let limit = match (quota, period) {
                 (Some(q), Some(p)) if q > 0 && p > 0 => Some(q as f64 / p as f64),
                 _ => None,

@@ -188,18 +188,20 @@ fn read_all(
             Some(pid) if instance.kind == InstanceType::Container => {
                 let proc_dir = host.proc_root.join(pid.to_string());
                 seen.insert(pid);
-                if proc_dir.is_dir() {
-                    known_mounts(mounts, pid, &instance.mounts, now)
-                        .map(Ok)
-                        .unwrap_or_else(|| {
-                            let found = mounts_of(&proc_dir, &instance.mounts, &mut files)?;
-                            let mut cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
-                            cache.insert(pid, (now, instance.mounts.clone(), found.clone()));
-                            Ok(found)
-                        })
-                        .and_then(|found| read_one(&proc_dir, &instance.mounts, found, in_flight))
-                } else {
-                    Ok(Vec::new())
+                let answer = known_mounts(mounts, pid, &instance.mounts, now)
+                    .map(Ok)
+                    .unwrap_or_else(|| {
+                        let found = mounts_of(&proc_dir, &instance.mounts, &mut files)?;
+                        let mut cache = mounts.lock().unwrap_or_else(|p| p.into_inner());
+                        cache.insert(pid, (now, instance.mounts.clone(), found.clone()));
+                        Ok(found)
+                    })
+                    .and_then(|found| read_one(&proc_dir, &instance.mounts, found, in_flight));
+                match answer {
+                    // The container stopped since discovery: nothing to say, no failure.
+                    // Asked only then, so a running one costs no extra lookup.
+                    Err(_) if !proc_dir.is_dir() => Ok(Vec::new()),
+                    answer => answer,
                 }
             }
             _ => Ok(Vec::new()),

@@ -17,6 +17,7 @@ mod link_speed;
 mod manager_api;
 mod memory;
 mod network;
+mod pid_facts;
 mod pressure;
 mod problem_log;
 mod processes;

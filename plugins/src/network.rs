@@ -22,6 +22,7 @@ use lxmetrics_plugin::{
 
 use crate::hostfs::{self, InterfaceCounters};
 use crate::link_speed::LinkSpeedCache;
+use crate::pid_facts::PidFacts;
 
 lxmetrics_plugin::register_collector!(
     "network",
@@ -50,7 +51,7 @@ pub struct NetworkCollector(PerInstanceCollector<NetworkReader>, LinkSpeedCache)
 impl NetworkCollector {
     fn build(_: &BuildContext<'_>) -> Result<Self, BuildError> {
         Ok(NetworkCollector(
-            PerInstanceCollector::new(NetworkReader),
+            PerInstanceCollector::new(NetworkReader::default()),
             LinkSpeedCache::default(),
         ))
     }
@@ -81,7 +82,11 @@ impl Collector for NetworkCollector {
 }
 
 /// The per-instance reader.
-pub(crate) struct NetworkReader;
+#[derive(Default)]
+pub(crate) struct NetworkReader {
+    /// Each container's network namespace, kept between refreshes.
+    namespaces: PidFacts<u64>,
+}
 
 /// What the reads of one refresh share: the host's network namespace, read once.
 #[derive(Default)]
@@ -125,7 +130,10 @@ impl InstanceReader for NetworkReader {
         };
         let proc_root = &ctx.host.proc_root;
         // 0: a /proc without namespace links (a fixture tree); reported, never merged.
-        let ns = match net_namespace(proc_root, pid) {
+        let ns = match self
+            .namespaces
+            .get(pid, &instance.cgroup, || net_namespace(proc_root, pid))
+        {
             Ok(ns) => ns,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => {
@@ -151,6 +159,7 @@ impl InstanceReader for NetworkReader {
         _: Self::State,
         out: &mut Collection,
     ) {
+        self.namespaces.forget_old();
         // One namespace, one set of series: on its first instance by index.
         values.sort_by_key(|(index, _)| *index);
         let mut reported = std::collections::HashSet::new();
@@ -243,7 +252,7 @@ mod tests {
         let scope = Scope::new(instances, host);
 
         let collector = NetworkCollector(
-            PerInstanceCollector::new(NetworkReader),
+            PerInstanceCollector::new(NetworkReader::default()),
             LinkSpeedCache::default(),
         );
         let out = collector.collect(&scope).await.unwrap();

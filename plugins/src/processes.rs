@@ -12,6 +12,7 @@ use lxmetrics_plugin::{
 
 use crate::cgroupfs as parse;
 use crate::hostfs::HostFigures;
+use crate::pid_facts::PidFacts;
 
 lxmetrics_plugin::register_collector!(
     "processes",
@@ -32,11 +33,16 @@ const MAX_DEPTH: usize = 16;
 pub type ProcessesCollector = PerInstanceCollector<ProcessesReader>;
 
 fn build(_: &BuildContext<'_>) -> Result<ProcessesCollector, BuildError> {
-    Ok(PerInstanceCollector::new(ProcessesReader))
+    Ok(PerInstanceCollector::new(ProcessesReader::default()))
 }
 
 /// The per-instance reader.
-pub(crate) struct ProcessesReader;
+#[derive(Default)]
+pub(crate) struct ProcessesReader {
+    /// When each instance's init process started (clock ticks after boot), kept between
+    /// refreshes.
+    started: PidFacts<u64>,
+}
 
 impl InstanceReader for ProcessesReader {
     /// The process count, and the boot time when it could be read.
@@ -50,7 +56,7 @@ impl InstanceReader for ProcessesReader {
         instance: &Instance,
     ) -> Result<Self::Values, ReadError> {
         let count = procs(ctx, instance)?;
-        Ok((count, boot_time(ctx, host, instance)?))
+        Ok((count, boot_time(ctx, host, instance, &self.started)?))
     }
 
     fn emit(
@@ -59,6 +65,7 @@ impl InstanceReader for ProcessesReader {
         _: Self::State,
         out: &mut Collection,
     ) {
+        self.started.forget_old();
         let mut procs = Family::new(PROCS, &[]);
         let mut boot = Family::new(BOOT_TIME, &[]);
         for (index, (count, booted)) in values {
@@ -92,6 +99,7 @@ fn boot_time(
     ctx: &mut ReadContext<'_>,
     host: &mut HostFigures,
     instance: &Instance,
+    started: &PidFacts<u64>,
 ) -> Result<Option<f64>, ReadError> {
     let Some(pid) = instance.pid else {
         return Ok(None);
@@ -100,8 +108,13 @@ fn boot_time(
         return Ok(None);
     };
     let stat = ctx.host.proc_root.join(pid.to_string()).join("stat");
-    let Some(ticks) = optional(ctx.files.parse(&stat, crate::hostfs::process_start_ticks))? else {
-        return Ok(None);
+    let ticks = started.get(pid, &instance.cgroup, || {
+        optional(ctx.files.parse(&stat, crate::hostfs::process_start_ticks))?.ok_or(None)
+    });
+    let ticks = match ticks {
+        Ok(ticks) => ticks,
+        Err(None) => return Ok(None),
+        Err(Some(e)) => return Err(e),
     };
     let per_second = rustix::param::clock_ticks_per_second().max(1) as f64;
     Ok(Some(booted as f64 + ticks as f64 / per_second))

@@ -262,3 +262,67 @@ async fn real_cgroup_instance_is_measured() {
         "cgroup removed"
     );
 }
+
+/// `sleep`s moved into `cgroup`, killed when the workload drops.
+fn sleepers(cgroup: &cgroups_rs::fs::Cgroup, count: usize) -> Vec<std::process::Child> {
+    (0..count)
+        .map(|_| {
+            let child = Command::new("sleep").arg("600").spawn().expect("sleep");
+            cgroup
+                .add_task_by_tgid(CgroupPid::from(u64::from(child.id())))
+                .expect("move the sleep into its cgroup");
+            child
+        })
+        .collect()
+}
+
+/// The collectors keep cgroup files open between refreshes (plugin/src/kept_files.rs). A
+/// container restarted between two scrapes has a new cgroup at the same path: its files
+/// must be read anew, never the removed cgroup's, and the instance must not fail.
+#[tokio::test]
+async fn a_restarted_containers_new_cgroup_is_read_not_the_old_one() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root to create cgroups"
+    );
+    let name = format!("e2ekept{:x}", std::process::id());
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("config.toml"),
+        "[metrics]\ncache_ttl = \"0s\"\n[instances.lxd]\nsocket = \"\"\n[instances.incus]\nsocket = \"\"\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start_in(state, &[]);
+    let labels = format!("{{name=\"{name}\",project=\"default\",type=\"container\"}}");
+    let procs = |body: &str| value(body, &format!("lxd_procs_total{labels}"));
+
+    let mut first = CgroupWorkload::default();
+    let cgroup = create_lxc_cgroup(&name);
+    first.cgroup = Some(cgroup.clone());
+    let mut children = sleepers(&cgroup, 1);
+    first.child = children.pop();
+    for _ in 0..3 {
+        assert_eq!(procs(&scrape(&daemon).await), Some(1.0));
+    }
+
+    drop(first); // the container stops: its processes end, its cgroup is removed
+    let mut second = CgroupWorkload::default();
+    let cgroup = create_lxc_cgroup(&name);
+    second.cgroup = Some(cgroup.clone());
+    let children = sleepers(&cgroup, 2);
+    let body = scrape(&daemon).await;
+    assert_eq!(procs(&body), Some(2.0), "the new cgroup's pids.current");
+    let failed = body
+        .lines()
+        .filter(|l| l.starts_with("lxd_metrics_collector_failed_instances") && !l.ends_with(" 0"))
+        .collect::<Vec<_>>();
+    assert!(failed.is_empty(), "no instance failed: {failed:?}");
+    assert!(
+        value(&body, &format!("lxd_memory_MemTotal_bytes{labels}")).is_some(),
+        "memory read from the new cgroup"
+    );
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
