@@ -8,10 +8,12 @@
 //!
 //! A hung file system (a dead NFS server) blocks statvfs in the kernel, uninterruptibly.
 //! The calls therefore run on one blocking thread that streams results back; the
-//! collector stops waiting after `collectors.filesystem.timeout`, reports the instances
-//! it did not hear about as failed, and remembers the path whose call is still in flight.
-//! Later refreshes skip that path (one stuck thread, not one per refresh) until the call
-//! returns.
+//! collector stops waiting when no answer came for `collectors.filesystem.timeout` (a
+//! call that long is taken for hung) or, on a host with many containers where the pass
+//! is slow but moving, shortly before `metrics.collector_timeout`; it reports the
+//! instances it did not hear about as failed, and remembers the path whose call is still
+//! in flight. Later refreshes skip that path (one stuck thread, not one per refresh)
+//! until the call returns.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -52,8 +54,8 @@ const SIZE: MetricDesc = MetricDesc::gauge(
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 struct Settings {
-    /// How long one refresh waits for statvfs answers (keep it below
-    /// `metrics.collector_timeout`).
+    /// How long the collector waits for the next statvfs answer before it takes the
+    /// file system for hung (keep it below `metrics.collector_timeout`).
     #[serde(with = "humantime_serde")]
     timeout: Duration,
 }
@@ -61,7 +63,7 @@ struct Settings {
 impl CollectorSettings for Settings {
     const KEYS: &'static [Setting] = &[Setting {
         key: "timeout",
-        help: "How long one refresh waits for statvfs answers; below metrics.collector_timeout",
+        help: "How long the collector waits for the next statvfs answer before it takes the file system for hung; below metrics.collector_timeout",
     }];
 }
 
@@ -75,12 +77,19 @@ impl Default for Settings {
 
 /// Reads root file system usage.
 pub struct FilesystemCollector {
+    /// The longest silence between two answers.
     timeout: Duration,
+    /// The longest wait for the whole pass: just under the engine's deadline, so what was
+    /// answered is served rather than lost with the whole collector.
+    pass_limit: Duration,
     /// Paths whose statvfs has not returned yet.
     in_flight: Arc<Mutex<HashSet<PathBuf>>>,
     /// What each instance's `mountinfo` said lately.
     mounts: Arc<Mutex<MountCache>>,
 }
+
+/// The share of `metrics.collector_timeout` the statvfs pass may take in all.
+const PASS_SHARE: f64 = 0.9;
 
 /// How long what a container's `mountinfo` says about its disks (source and type) is
 /// reused: the mount table of a container changes when its runtime adds or removes a
@@ -106,13 +115,16 @@ impl FilesystemCollector {
             )
             .into());
         }
-        Ok(Self::with_timeout(settings.timeout))
+        let pass_limit = ctx.collector_timeout.mul_f64(PASS_SHARE).max(settings.timeout);
+        Ok(Self::with_limits(settings.timeout, pass_limit))
     }
 
-    /// A collector that waits at most `timeout` per refresh for statvfs answers.
-    pub fn with_timeout(timeout: Duration) -> Self {
+    /// A collector that waits at most `timeout` for each statvfs answer and `pass_limit`
+    /// for them all.
+    fn with_limits(timeout: Duration, pass_limit: Duration) -> Self {
         FilesystemCollector {
             timeout,
+            pass_limit,
             in_flight: Arc::default(),
             mounts: Arc::default(),
         }
@@ -150,10 +162,8 @@ impl Collector for FilesystemCollector {
         let mut out = Collection::new();
         let mut values = Vec::new();
         let mut heard = HashSet::new();
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        while let Ok(Some((index, answer))) =
-            tokio::time::timeout_at(deadline, answers.recv()).await
-        {
+        let (answered, why_not_heard) = gather(&mut answers, self.timeout, self.pass_limit).await;
+        for (index, answer) in answered {
             heard.insert(index);
             match answer {
                 Ok(v) => values.push((index, v)),
@@ -162,14 +172,40 @@ impl Collector for FilesystemCollector {
         }
         for (index, _) in scope.indexed_instances() {
             if !heard.contains(&index) {
-                out.instance_failed(
-                    index,
-                    format!("statvfs did not answer within {:?}", self.timeout),
-                );
+                out.instance_failed(index, why_not_heard.clone());
             }
         }
         emit(values, &mut out);
         Ok(out)
+    }
+}
+
+/// The answers that come before a silence of `timeout` or the end of `pass_limit`, and,
+/// when not all came, why.
+async fn gather(
+    answers: &mut tokio::sync::mpsc::UnboundedReceiver<Answer>,
+    timeout: Duration,
+    pass_limit: Duration,
+) -> (Vec<Answer>, String) {
+    let pass_end = tokio::time::Instant::now() + pass_limit;
+    let mut answered = Vec::new();
+    loop {
+        let deadline = (tokio::time::Instant::now() + timeout).min(pass_end);
+        match tokio::time::timeout_at(deadline, answers.recv()).await {
+            Ok(Some(answer)) => answered.push(answer),
+            Ok(None) => return (answered, String::new()), // every instance answered
+            Err(_) if deadline == pass_end => {
+                let why = format!(
+                    "statvfs pass not finished within {pass_limit:?} (collectors.filesystem \
+                     stops just before metrics.collector_timeout)"
+                );
+                return (answered, why);
+            }
+            Err(_) => {
+                let why = format!("no statvfs answer for {timeout:?} (a hung file system?)");
+                return (answered, why);
+            }
+        }
     }
 }
 
@@ -358,7 +394,8 @@ mod tests {
     #[tokio::test]
     async fn a_path_still_in_flight_is_skipped_and_the_rest_served() {
         let scope = scope();
-        let collector = FilesystemCollector::with_timeout(Duration::from_secs(5));
+        let collector =
+            FilesystemCollector::with_limits(Duration::from_secs(5), Duration::from_secs(5));
         let hung = scope.host.proc_root.join("101/root");
         collector.in_flight.lock().unwrap().insert(hung.clone());
         let out = collector.collect(&scope).await.unwrap();
@@ -403,10 +440,42 @@ mod tests {
         assert_eq!(found[1].1.fstype, "xfs");
     }
 
+    /// Answers 30 ms apart: a slow pass that keeps moving is waited for past `timeout`;
+    /// a silence longer than `timeout`, or the end of the pass limit, stops the wait.
+    #[tokio::test]
+    async fn a_slow_pass_is_waited_for_while_it_moves() {
+        let feed = |gaps: Vec<u64>| {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel::<Answer>();
+            std::thread::spawn(move || {
+                for (i, gap) in gaps.into_iter().enumerate() {
+                    std::thread::sleep(Duration::from_millis(gap));
+                    if sender.send((i as InstanceIndex, Ok(Vec::new()))).is_err() {
+                        return;
+                    }
+                }
+            });
+            receiver
+        };
+        let ms = Duration::from_millis;
+        let mut moving = feed(vec![30; 6]);
+        let (answered, why) = gather(&mut moving, ms(150), ms(5000)).await;
+        assert_eq!((answered.len(), why.as_str()), (6, ""), "180 ms in all, 30 ms apart");
+
+        let mut stuck = feed(vec![30, 30, 600, 30]);
+        let (answered, why) = gather(&mut stuck, ms(150), ms(5000)).await;
+        assert_eq!(answered.len(), 2);
+        assert!(why.contains("no statvfs answer for 150ms"), "{why}");
+
+        let mut long = feed(vec![30; 40]);
+        let (answered, why) = gather(&mut long, ms(150), ms(300)).await;
+        assert!((3..=12).contains(&answered.len()), "{}", answered.len());
+        assert!(why.contains("pass not finished within 300ms"), "{why}");
+    }
+
     #[tokio::test]
     async fn instances_not_answered_in_time_fail_without_blocking_the_refresh() {
         let scope = scope();
-        let collector = FilesystemCollector::with_timeout(Duration::ZERO);
+        let collector = FilesystemCollector::with_limits(Duration::ZERO, Duration::from_secs(5));
         let out = collector.collect(&scope).await.unwrap();
         // With no time to wait, nothing counts as answered; nothing is served as zero.
         assert_eq!(out.failures.len() + out.families[0].samples.len(), 2);
