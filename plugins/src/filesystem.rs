@@ -95,8 +95,9 @@ const PASS_SHARE: f64 = 0.9;
 /// reused: the mount table of a container changes when its runtime adds or removes a
 /// disk (which changes the instance's disk list, and so the key, at once), and reading
 /// `mountinfo` costs more than every other file of a refresh (about 60 µs against 8 to
-/// 24). The usage itself (statvfs) is read on every refresh.
-const MOUNTS_MAX_AGE: Duration = Duration::from_secs(30);
+/// 24). The root's mount does not change while the container's init lives (a restart
+/// is a new pid). The usage itself (statvfs) is read on every refresh.
+const MOUNTS_MAX_AGE: Duration = Duration::from_secs(300);
 
 /// Per process: when `mountinfo` was read, for which disk list, and the mount of `/` and
 /// of each disk.
@@ -115,7 +116,10 @@ impl FilesystemCollector {
             )
             .into());
         }
-        let pass_limit = ctx.collector_timeout.mul_f64(PASS_SHARE).max(settings.timeout);
+        let pass_limit = ctx
+            .collector_timeout
+            .mul_f64(PASS_SHARE)
+            .max(settings.timeout);
         Ok(Self::with_limits(settings.timeout, pass_limit))
     }
 
@@ -459,7 +463,11 @@ mod tests {
         let ms = Duration::from_millis;
         let mut moving = feed(vec![30; 6]);
         let (answered, why) = gather(&mut moving, ms(150), ms(5000)).await;
-        assert_eq!((answered.len(), why.as_str()), (6, ""), "180 ms in all, 30 ms apart");
+        assert_eq!(
+            (answered.len(), why.as_str()),
+            (6, ""),
+            "180 ms in all, 30 ms apart"
+        );
 
         let mut stuck = feed(vec![30, 30, 600, 30]);
         let (answered, why) = gather(&mut stuck, ms(150), ms(5000)).await;

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a fact is trusted without reading it again.
-pub(crate) const MAX_AGE: Duration = Duration::from_secs(30);
+pub(crate) const MAX_AGE: Duration = Duration::from_secs(300);
 
 /// One kind of fact, by pid and instance cgroup.
 pub(crate) struct PidFacts<T> {

@@ -105,10 +105,6 @@ pub async fn run(
     // Handlers first: a SIGHUP sent as soon as the listeners are announced must reload,
     // not end the daemon (the default action of an unhandled SIGHUP).
     let mut signals = Signals::new()?;
-    match crate::fd_limit::raise() {
-        Ok(limit) => tracing::debug!(limit, "open-file limit"),
-        Err(e) => tracing::warn!("{e}"),
-    }
     // Every collector's settings are checked before anything is written to the state
     // directory: a configuration error leaves no half-initialized state behind.
     let collectors = build_collectors(&loaded)?;

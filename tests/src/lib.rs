@@ -147,6 +147,13 @@ pub struct Daemon {
     stderr: mpsc::Receiver<String>,
 }
 
+/// A new state directory holding `config` as its `config.toml`.
+pub fn state_with_config(config: impl AsRef<str>) -> tempfile::TempDir {
+    let state = tempfile::tempdir().expect("temporary state directory");
+    std::fs::write(state.path().join("config.toml"), config.as_ref()).expect("write config.toml");
+    state
+}
+
 impl Daemon {
     /// Starts `lxmetrics daemon` on a kernel-chosen loopback port with extra arguments,
     /// and waits until it listens.

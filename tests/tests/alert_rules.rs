@@ -6,7 +6,8 @@ use std::process::Command;
 
 use lxmetrics_tests::real_lxd::ensure_lxd;
 use lxmetrics_tests::{
-    emits, fixture_state_dir, metric_names_in, require_program, workspace_root, Daemon,
+    emits, fixture_state_dir, metric_names_in, require_program, state_with_config, workspace_root,
+    Daemon,
 };
 
 fn promtool(args: &[&str]) -> String {
@@ -71,12 +72,7 @@ async fn every_metric_the_rules_use_is_emitted() {
     // They are fetched in the background (no refresh waits for them): asked until they
     // are there.
     ensure_lxd();
-    let state = tempfile::tempdir().expect("state dir");
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"100ms\"\n",
-    )
-    .expect("config.toml");
+    let state = state_with_config("[metrics]\ncache_ttl = \"100ms\"\n");
     let on_lxd = Daemon::start_in(state, &[]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let lxd_body = loop {

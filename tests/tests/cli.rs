@@ -3,6 +3,7 @@
 use std::process::Output;
 
 use lxmetrics_tests::lxmetrics;
+use lxmetrics_tests::state_with_config;
 
 fn assert_one_line_error(output: &Output, must_contain: &[&str]) {
     assert!(
@@ -77,12 +78,7 @@ fn missing_explicit_config_file_is_an_error() {
 
 #[test]
 fn unknown_collector_is_an_error() {
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[collectors]\ndisable = [\"nope\"]\n",
-    )
-    .unwrap();
+    let state = state_with_config("[collectors]\ndisable = [\"nope\"]\n");
     let out = lxmetrics(state.path())
         .args(["daemon", "--https-address", "127.0.0.1:0"])
         .output()
@@ -227,12 +223,7 @@ fn collectors_command_lists_each_collectors_settings_and_the_docs_have_them() {
 
 #[test]
 fn collectors_disable_is_reflected_in_the_listing() {
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[collectors]\ndisable = [\"disk\"]\n",
-    )
-    .unwrap();
+    let state = state_with_config("[collectors]\ndisable = [\"disk\"]\n");
     let out = lxmetrics(state.path()).arg("collectors").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let row = stdout.lines().find(|l| l.starts_with("disk ")).unwrap();

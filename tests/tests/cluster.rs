@@ -5,22 +5,17 @@
 use std::time::Duration;
 
 use lxmetrics_tests::prometheus::Prometheus;
-use lxmetrics_tests::{free_port, ClientCert, Daemon};
+use lxmetrics_tests::{free_port, state_with_config, ClientCert, Daemon};
 
 #[tokio::test]
 async fn prometheus_discovers_and_scrapes_every_member() {
     let b = Daemon::start(&[]);
     let b_address = b.address();
     let a_address = format!("127.0.0.1:{}", free_port());
-    let state = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        state.path().join("config.toml"),
-        format!(
-            "[[cluster.members]]\nname = \"node-a\"\naddress = \"{a_address}\"\n\n\
-             [[cluster.members]]\nname = \"node-b\"\naddress = \"{b_address}\"\n"
-        ),
-    )
-    .expect("config.toml");
+    let state = state_with_config(format!(
+        "[[cluster.members]]\nname = \"node-a\"\naddress = \"{a_address}\"\n\n\
+         [[cluster.members]]\nname = \"node-b\"\naddress = \"{b_address}\"\n"
+    ));
     let a = Daemon::start_raw(state, &["--https-address", &a_address]);
 
     // The endpoint: http_sd JSON for a trusted certificate, 403 without one.

@@ -4,7 +4,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use lxmetrics_tests::{sample_value, Daemon};
+use lxmetrics_tests::{sample_value, state_with_config, Daemon};
 
 #[tokio::test]
 async fn metrics_endpoint_serves_daemon_metrics_as_prometheus_text() {
@@ -139,12 +139,7 @@ async fn concurrent_scrapers_share_one_refresh() {
 
 #[tokio::test]
 async fn cache_ttl_from_config_expires_the_snapshot() {
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"300ms\"\n",
-    )
-    .unwrap();
+    let state = state_with_config("[metrics]\ncache_ttl = \"300ms\"\n");
     let daemon = Daemon::start_in(state, &[]);
     let first = daemon.get("/1.0/metrics").await.1;
     assert_eq!(

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lxmetrics_tests::churn::Churned;
-use lxmetrics_tests::{ClientCert, Daemon};
+use lxmetrics_tests::{state_with_config, ClientCert, Daemon};
 
 fn require_root() {
     assert!(
@@ -214,12 +214,7 @@ async fn instances_churning_during_refreshes_never_break_a_scrape() {
             || Path::new("/sys/fs/cgroup/cgroup.controllers").is_file(),
         "no cgroup hierarchy at /sys/fs/cgroup"
     );
-    let state = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"0s\"\n",
-    )
-    .expect("config");
+    let state = state_with_config("[metrics]\ncache_ttl = \"0s\"\n");
     let daemon = Daemon::start_in(state, &[]);
     let tag = format!("churn{:x}", std::process::id());
 

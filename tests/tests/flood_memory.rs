@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use lxmetrics_tests::synthetic_fleet::SyntheticFleet;
-use lxmetrics_tests::{proc_status_value, raise_fd_limit, Daemon};
+use lxmetrics_tests::{proc_status_value, raise_fd_limit, state_with_config, Daemon};
 
 /// The review's target for this attack.
 const PEAK_RSS_LIMIT_KIB: u64 = 128 * 1024;
@@ -17,15 +17,10 @@ const PEAK_RSS_LIMIT_KIB: u64 = 128 * 1024;
 async fn random_project_keys_and_unread_scrapes_keep_memory_bounded() {
     raise_fd_limit();
     let fleet = SyntheticFleet::create(1_000, 10);
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        format!(
-            "[metrics]\ncache_ttl = \"600s\"\ncollector_timeout = \"30s\"\n{}",
-            fleet.config()
-        ),
-    )
-    .unwrap();
+    let state = state_with_config(format!(
+        "[metrics]\ncache_ttl = \"600s\"\ncollector_timeout = \"30s\"\n{}",
+        fleet.config()
+    ));
     let daemon = Daemon::start_in(state, &[]);
     let client = daemon.client_with(Some(&daemon.client_cert));
     let url = format!("{}/1.0/metrics", daemon.url);

@@ -16,6 +16,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lxmetrics_tests::real_lxd::{ensure_lxd, fresh_projects, lxc};
+use lxmetrics_tests::state_with_config;
 use lxmetrics_tests::Daemon;
 
 const PROJECT: &str = "lxmp";
@@ -180,12 +181,7 @@ fn every_lxd_series_has_a_twin_with_the_same_value() {
         "while :; do dd if=/dev/zero of=/mnt/data/f bs=1M count=1 conv=fsync; sleep 1; done",
     );
 
-    let state = tempfile::tempdir().expect("state");
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"0s\"\n",
-    )
-    .expect("config");
+    let state = state_with_config("[metrics]\ncache_ttl = \"0s\"\n");
     let daemon = Daemon::start_in(state, &[]);
 
     // Let the workloads settle and LXD's cache (if anything filled it) expire.

@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use lxmetrics_tests::{fixture_state_dir, Daemon};
+use lxmetrics_tests::{fixture_state_dir, state_with_config, Daemon};
 
 fn write(dir: &Path, rel: &str, text: &str) {
     let path = dir.join(rel);
@@ -200,12 +200,7 @@ fn the_collectors_are_listed_and_off_by_default() {
 
 #[test]
 fn enabling_textfile_without_a_directory_fails_start_up_naming_the_key() {
-    let state = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[collectors]\nenable = [\"textfile\"]\n",
-    )
-    .expect("write config");
+    let state = state_with_config("[collectors]\nenable = [\"textfile\"]\n");
     let out = lxmetrics_tests::lxmetrics(state.path())
         .args(["daemon", "--https-address", "127.0.0.1:0"])
         .output()

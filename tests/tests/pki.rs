@@ -3,7 +3,7 @@
 //! `ca.crl` revokes them; expired ones are refused; a self-signed stranger still is not.
 
 use base64::Engine;
-use lxmetrics_tests::{workspace_root, ClientCert, Daemon};
+use lxmetrics_tests::{state_with_config, workspace_root, ClientCert, Daemon};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason,
@@ -211,12 +211,7 @@ async fn a_new_revocation_list_applies_without_restart_and_to_the_trust_store() 
 
 #[test]
 fn pki_mode_without_a_ca_file_fails_with_one_line() {
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[core]\ntrust_ca_certificates = true\n",
-    )
-    .unwrap();
+    let state = state_with_config("[core]\ntrust_ca_certificates = true\n");
     let out = lxmetrics_tests::lxmetrics(state.path())
         .args(["daemon", "--https-address", "127.0.0.1:0"])
         .output()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cgroups_rs::CgroupPid;
 use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, CgroupWorkload};
-use lxmetrics_tests::{require_program, Daemon};
+use lxmetrics_tests::{require_program, state_with_config, Daemon};
 
 /// Removes what the test created, whatever happens: the network namespace here, the
 /// workload and its cgroup when `workload` drops.
@@ -156,12 +156,7 @@ async fn real_cgroup_instance_is_measured() {
     writeln!(stdin, "go").unwrap();
     assert_eq!(read_line(&mut lines), "ready");
 
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"50ms\"\n",
-    )
-    .unwrap();
+    let state = state_with_config("[metrics]\ncache_ttl = \"50ms\"\n");
     let daemon = Daemon::start_in(state, &[]);
     let labels = format!("{{name=\"{name}\",project=\"default\",type=\"container\"");
 
@@ -286,12 +281,7 @@ async fn a_restarted_containers_new_cgroup_is_read_not_the_old_one() {
         "this test needs root to create cgroups"
     );
     let name = format!("e2ekept{:x}", std::process::id());
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"0s\"\n[instances.lxd]\nsocket = \"\"\n[instances.incus]\nsocket = \"\"\n",
-    )
-    .unwrap();
+    let state = state_with_config("[metrics]\ncache_ttl = \"0s\"\n[instances.lxd]\nsocket = \"\"\n[instances.incus]\nsocket = \"\"\n");
     let daemon = Daemon::start_in(state, &[]);
     let labels = format!("{{name=\"{name}\",project=\"default\",type=\"container\"}}");
     let procs = |body: &str| value(body, &format!("lxd_procs_total{labels}"));

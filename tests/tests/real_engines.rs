@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use lxmetrics_tests::real_engines::{ensure_engines, run, run_quiet, IMAGE};
-use lxmetrics_tests::{sample_value, Daemon};
+use lxmetrics_tests::{sample_value, state_with_config, Daemon};
 
 /// Every container and pod of one run, removed when the test ends however it ends.
 struct Fleet {
@@ -58,12 +58,7 @@ impl Drop for Fleet {
 
 /// A daemon reading fresh on every scrape, with `extra` configuration.
 fn daemon(extra: &str) -> Daemon {
-    let state = tempfile::tempdir().expect("state dir");
-    std::fs::write(
-        state.path().join("config.toml"),
-        format!("[metrics]\ncache_ttl = \"0s\"\n{extra}"),
-    )
-    .expect("config.toml");
+    let state = state_with_config(format!("[metrics]\ncache_ttl = \"0s\"\n{extra}"));
     Daemon::start_in(state, &[])
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cgroups_rs::CgroupPid;
 use lxmetrics_tests::real_cgroup::{create_lxc_cgroup, CgroupWorkload};
-use lxmetrics_tests::{sample_value, Daemon};
+use lxmetrics_tests::{sample_value, state_with_config, Daemon};
 
 #[tokio::test]
 async fn a_cpu_quota_and_its_throttling_are_reported() {
@@ -57,12 +57,7 @@ async fn a_cpu_quota_and_its_throttling_are_reported() {
         .add_task_by_tgid(CgroupPid::from(u64::from(pid)))
         .expect("move the busy loop into the cgroup");
 
-    let state = tempfile::tempdir().unwrap();
-    std::fs::write(
-        state.path().join("config.toml"),
-        "[metrics]\ncache_ttl = \"0s\"\n",
-    )
-    .unwrap();
+    let state = state_with_config("[metrics]\ncache_ttl = \"0s\"\n");
     let daemon = Daemon::start_in(state, &[]);
     let series = |family: &str| {
         format!("{family}{{name=\"{name}\",project=\"default\",type=\"container\"}}")

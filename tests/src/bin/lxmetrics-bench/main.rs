@@ -380,13 +380,8 @@ fn measure_refresh(runtime: &tokio::runtime::Runtime, n: usize) -> RefreshFigure
         instances.docker.socket = Some(std::path::PathBuf::new());
         instances.podman.socket = Some(std::path::PathBuf::new());
         let discovery = Arc::new(CgroupDiscovery::new(&instances));
-        let engine = RefreshEngine::new(
-            discovery,
-            collectors,
-            host.clone(),
-            REFRESH_DEADLINE,
-            "lxd",
-        );
+        let engine =
+            RefreshEngine::new(discovery, collectors, host.clone(), REFRESH_DEADLINE, "lxd");
         // The first refreshes of new instances also read what is kept between refreshes
         // (each container's mountinfo) and start the background link-speed queries:
         // measured once a refresh reads every instance (at most five tries).
