@@ -88,7 +88,9 @@ const MAX_FILE_BYTES: u64 = 4 * 1024 * 1024;
 const FIRST_BUFFER: usize = 16 * 1024;
 
 /// Reads small files into one reused buffer (one `open` + `read` per file, no per-file
-/// allocation once the buffer has grown).
+/// allocation once the buffer has grown). The reader a [`crate::PerInstanceCollector`]
+/// hands its [`crate::InstanceReader`] also keeps cgroup files open for the next refresh
+/// and reads them again from offset 0 (no `open` or `close`).
 #[derive(Debug, Default)]
 pub struct FileReader {
     /// Always initialized to its full length; `filled` bytes of it are the last file.

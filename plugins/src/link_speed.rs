@@ -134,58 +134,63 @@ const NAMESPACES_AT_ONCE: usize = 64;
 
 /// Link speeds for each namespace path's instances, within `timeout` per group of
 /// [`NAMESPACES_AT_ONCE`] namespaces.
+///
+/// The whole pass runs on a fresh thread of our own, at the lowest priority, with its
+/// own single-threaded runtime: entering namespaces must not happen on a pool thread (a
+/// thread that moved between namespaces is discarded afterwards), and reading thousands
+/// of answers must not take the serving runtime's workers from the scrapes.
 async fn link_speeds(
-    by_namespace: Vec<(std::path::PathBuf, Vec<InstanceIndex>)>,
-    timeout: Duration,
-) -> Vec<(InstanceIndex, Speeds)> {
-    let mut out = Vec::new();
-    let mut rest = by_namespace.into_iter().peekable();
-    while rest.peek().is_some() {
-        let group: Vec<_> = rest.by_ref().take(NAMESPACES_AT_ONCE).collect();
-        out.extend(link_speeds_of_group(group, timeout).await);
-    }
-    out
-}
-
-/// [`link_speeds`] for one group: a fresh thread opens a connection in each namespace,
-/// then all are asked concurrently.
-async fn link_speeds_of_group(
     by_namespace: Vec<(std::path::PathBuf, Vec<InstanceIndex>)>,
     timeout: Duration,
 ) -> Vec<(InstanceIndex, Speeds)> {
     if by_namespace.is_empty() {
         return Vec::new();
     }
-    let runtime = tokio::runtime::Handle::current();
-    let groups = by_namespace;
-    let paths: Vec<std::path::PathBuf> = groups.iter().map(|(p, _)| p.clone()).collect();
-    // Socket creation happens on a fresh thread of our own, never a pool thread: a
-    // thread that moved between namespaces is discarded afterwards.
-    let opened = tokio::task::spawn_blocking(move || {
+    let pass = tokio::task::spawn_blocking(move || {
         std::thread::Builder::new()
             .name("lxmetrics-netns".into())
             .spawn(move || {
-                // Background work: the lowest priority, so scrapes on the same cores go
-                // first (nice is per thread on Linux; failure only costs that).
+                // Nice is per thread on Linux; failing to lower it only costs that.
                 let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
-                open_in_namespaces(&paths, &runtime)
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("runtime: {e}"))?;
+                let mut out = Vec::new();
+                let mut rest = by_namespace.into_iter().peekable();
+                while rest.peek().is_some() {
+                    let group: Vec<_> = rest.by_ref().take(NAMESPACES_AT_ONCE).collect();
+                    out.extend(speeds_of_group(group, timeout, &runtime));
+                }
+                Ok::<_, String>(out)
             })
             .map_err(|e| e.to_string())?
             .join()
-            .map_err(|_| "the namespace thread panicked".to_owned())
+            .map_err(|_| "the namespace thread panicked".to_owned())?
     })
     .await;
-    let handles = match opened {
-        Ok(Ok(handles)) => handles,
+    match pass {
+        Ok(Ok(out)) => out,
         Ok(Err(e)) => {
             tracing::warn!("link speeds unavailable: {e}");
-            return Vec::new();
+            Vec::new()
         }
         Err(e) => {
             tracing::warn!("link speeds unavailable: {e}");
-            return Vec::new();
+            Vec::new()
         }
-    };
+    }
+}
+
+/// One group of [`link_speeds`]: a connection opened in each namespace, then all asked
+/// concurrently on `runtime`.
+fn speeds_of_group(
+    groups: Vec<(std::path::PathBuf, Vec<InstanceIndex>)>,
+    timeout: Duration,
+    runtime: &tokio::runtime::Runtime,
+) -> Vec<(InstanceIndex, Speeds)> {
+    let paths: Vec<std::path::PathBuf> = groups.iter().map(|(p, _)| p.clone()).collect();
+    let handles = open_in_namespaces(&paths, runtime.handle());
     let queries = groups
         .into_iter()
         .zip(handles)
@@ -197,7 +202,7 @@ async fn link_speeds_of_group(
         });
     let mut out = Vec::new();
     let all = futures_util::future::join_all(queries);
-    match tokio::time::timeout(timeout, all).await {
+    match runtime.block_on(async { tokio::time::timeout(timeout, all).await }) {
         Ok(results) => {
             for (members, speeds) in results {
                 for index in members {
