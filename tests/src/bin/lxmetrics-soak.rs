@@ -58,8 +58,19 @@ struct Resources {
     threads: u64,
 }
 
+/// Descriptors of the daemon, without the cgroup files its collectors keep open between
+/// refreshes: those follow the live instances (bounded at 2,048, closed when an instance
+/// is gone, plugin/src/kept_files.rs), and this soak creates and destroys instances all
+/// the time; a leak would show in the rest.
 fn resources(pid: u32) -> Resources {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count() as u64);
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| {
+        d.flatten()
+            .filter(|e| {
+                !std::fs::read_link(e.path())
+                    .is_ok_and(|target| target.starts_with("/sys/fs/cgroup"))
+            })
+            .count() as u64
+    });
     Resources {
         rss_kib: proc_status_value(pid, "VmRSS:"),
         fds,
