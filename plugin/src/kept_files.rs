@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Open files kept by the whole process at most (about 8 MiB of kernel buffers).
+/// Open files kept by the whole process at most (about 9 MiB of kernel buffers).
 pub(crate) const MAX_KEPT_FILES: usize = 2048;
 
 /// Files kept open by this process now.
@@ -80,8 +80,8 @@ pub(crate) struct KeptForRefresh {
 impl KeptForRefresh {
     /// The file kept open for `path`, if any: taken out until [`KeptForRefresh::keep`]
     /// gives it back.
-    pub(crate) fn take(&mut self, path: &Path) -> Option<KeptFile> {
-        self.previous.remove(path)
+    pub(crate) fn take(&mut self, path: &Path) -> Option<(PathBuf, KeptFile)> {
+        self.previous.remove_entry(path)
     }
 
     /// Keeps `file` (just read whole) for the next refresh, if it is a cgroup file.
@@ -93,9 +93,10 @@ impl KeptForRefresh {
         }
     }
 
-    /// Keeps a file that was already kept.
-    pub(crate) fn keep_again(&mut self, path: &Path, kept: KeptFile) {
-        self.next.insert(path.to_owned(), kept);
+    /// Keeps a file that was already kept, under the path it was taken with (no new
+    /// allocation per file and refresh).
+    pub(crate) fn keep_again(&mut self, path: PathBuf, kept: KeptFile) {
+        self.next.insert(path, kept);
     }
 }
 

@@ -106,12 +106,17 @@ pub fn read_capped(source: impl Read, max: u64, into: &mut Vec<u8>) -> io::Resul
     into.clear();
     source.take(max + 1).read_to_end(into)?;
     if into.len() as u64 > max {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("larger than {max} bytes"),
-        ));
+        return Err(too_large(max));
     }
     Ok(())
+}
+
+/// The error for a file past its bound.
+fn too_large(max: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("larger than {max} bytes"),
+    )
 }
 
 impl FileReader {
@@ -133,7 +138,7 @@ impl FileReader {
     pub fn read(&mut self, path: &Path) -> Result<&str, ReadError> {
         let io_error = |e| ReadError::Io(path.to_owned(), e);
         let kept = self.kept.as_mut().and_then(|k| k.take(path));
-        if let Some(kept) = kept {
+        if let Some((kept_path, kept)) = kept {
             // Read again from the start; a removed cgroup's file answers ENODEV and is
             // opened anew below (the path may be a new cgroup's by now).
             if self
@@ -141,7 +146,7 @@ impl FileReader {
                 .is_ok()
             {
                 if let Some(k) = self.kept.as_mut() {
-                    k.keep_again(path, kept);
+                    k.keep_again(kept_path, kept);
                 }
                 return self.text(path);
             }
@@ -187,10 +192,7 @@ impl FileReader {
             };
             self.filled += got;
             if self.filled as u64 > MAX_FILE_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("larger than {MAX_FILE_BYTES} bytes"),
-                ));
+                return Err(too_large(MAX_FILE_BYTES));
             }
             if got < asked {
                 return Ok(());

@@ -63,8 +63,12 @@ pub fn run() -> anyhow::Result<()> {
                 daemon::load_config(&state_dir, cli.config.as_deref(), &daemon::overrides(args))?;
             memory::limit_arenas();
             // Before the runtime's threads exist (fd_limit.rs says why).
-            match fd_limit::raise().and_then(|limit| Ok((limit, fd_limit::presize_table()?))) {
-                Ok((limit, slots)) => tracing::debug!(limit, slots, "open-file limit"),
+            match fd_limit::raise() {
+                Ok(limit) => tracing::debug!(limit, "open-file limit"),
+                Err(e) => tracing::warn!("{e}"),
+            }
+            match fd_limit::presize_table() {
+                Ok(slots) => tracing::debug!(slots, "descriptor table"),
                 Err(e) => tracing::warn!("{e}"),
             }
             let runtime = tokio::runtime::Builder::new_multi_thread()
