@@ -3,7 +3,7 @@
 //! line `go` it takes its own network and mount namespaces, mounts a tmpfs as an extra
 //! file system, brings `lo` up and sends some traffic over it, starts two more processes
 //! and does a little direct block I/O; on the line `up` (once the bench has given it an
-//! `eth0` on a bridge) it brings `eth0` up. It prints `ready` after each step and stays
+//! `eth0` on a bridge) it brings `eth0` up, without IPv6. It prints `ready` after each step and stays
 //! until its stdin closes.
 
 use std::io::{BufRead, Write};
@@ -71,7 +71,8 @@ fn main() {
         .collect();
     ready();
     if next_is("up") {
-        run("ip", &["link", "set", "eth0", "up"]);
+        // No IPv6 link-local address, as on the bench's end (see `Fleet::grow_to`).
+        run("ip", &["link", "set", "eth0", "addrgenmode", "none", "up"]);
         ready();
         // Stays until the bench closes stdin (the bench sends nothing more).
         next_is("");
