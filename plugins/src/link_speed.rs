@@ -146,40 +146,38 @@ async fn link_speeds(
     if by_namespace.is_empty() {
         return Vec::new();
     }
-    let pass = tokio::task::spawn_blocking(move || {
-        std::thread::Builder::new()
-            .name("lxmetrics-netns".into())
-            .spawn(move || {
-                // Nice is per thread on Linux; failing to lower it only costs that.
-                let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .map_err(|e| format!("runtime: {e}"))?;
-                let mut out = Vec::new();
-                let mut rest = by_namespace.into_iter().peekable();
-                while rest.peek().is_some() {
-                    let group: Vec<_> = rest.by_ref().take(NAMESPACES_AT_ONCE).collect();
-                    out.extend(speeds_of_group(group, timeout, &runtime));
-                }
-                Ok::<_, String>(out)
-            })
-            .map_err(|e| e.to_string())?
-            .join()
-            .map_err(|_| "the namespace thread panicked".to_owned())?
+    // The thread answers over a channel: nothing of the serving runtime waits on it.
+    let (answer, answered) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("lxmetrics-netns".into())
+        .spawn(move || {
+            // Nice is per thread on Linux; failing to lower it only costs that.
+            let _ = rustix::process::setpriority_process(None, BACKGROUND_NICE);
+            let pass = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|runtime| {
+                    let mut out = Vec::new();
+                    let mut rest = by_namespace.into_iter().peekable();
+                    while rest.peek().is_some() {
+                        let group: Vec<_> = rest.by_ref().take(NAMESPACES_AT_ONCE).collect();
+                        out.extend(speeds_of_group(group, timeout, &runtime));
+                    }
+                    out
+                })
+                .map_err(|e| format!("runtime: {e}"));
+            let _ = answer.send(pass);
+        });
+    let pass = match spawned {
+        Ok(_) => answered
+            .await
+            .unwrap_or_else(|_| Err("the namespace thread panicked".to_owned())),
+        Err(e) => Err(format!("namespace thread: {e}")),
+    };
+    pass.unwrap_or_else(|e| {
+        tracing::warn!("link speeds unavailable: {e}");
+        Vec::new()
     })
-    .await;
-    match pass {
-        Ok(Ok(out)) => out,
-        Ok(Err(e)) => {
-            tracing::warn!("link speeds unavailable: {e}");
-            Vec::new()
-        }
-        Err(e) => {
-            tracing::warn!("link speeds unavailable: {e}");
-            Vec::new()
-        }
-    }
 }
 
 /// One group of [`link_speeds`]: a connection opened in each namespace, then all asked
