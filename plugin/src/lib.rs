@@ -78,6 +78,7 @@ pub use collector::{
     run_blocking, CollectError, Collection, Collector, HostPaths, InstanceFailure, Scope,
 };
 pub use instance::{Instance, InstanceIndex, InstanceStatus, InstanceType};
+pub use kept_files::KeptFiles;
 pub use layout::{Controller, Hierarchy, Layout, NoCgroups};
 pub use metric::{
     is_valid_label_name, is_valid_metric_name, Family, LabelList, LabelValues, Labels, MetricDesc,

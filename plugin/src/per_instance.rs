@@ -62,7 +62,7 @@ async fn collect<R: InstanceReader>(
     let instances = scope.instances.clone();
     let host = scope.host.clone();
     run_blocking(move || {
-        let files = FileReader::keeping(kept.for_refresh(&host.cgroup_root));
+        let files = FileReader::keeping(&kept, &host.cgroup_root);
         collect_blocking(&*reader, &instances, &host, files)
     })
     .await?

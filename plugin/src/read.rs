@@ -7,7 +7,9 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::kept_files::KeptForRefresh;
+use std::sync::Arc;
+
+use crate::kept_files::{KeptFiles, KeptForRefresh};
 
 /// What is wrong with a file's contents: what a parser given to [`FileReader::parse`]
 /// returns.
@@ -125,11 +127,13 @@ impl FileReader {
         Self::default()
     }
 
-    /// A reader for one refresh of a collector, keeping its cgroup files open for the
-    /// next (`kept_files.rs`).
-    pub(crate) fn keeping(kept: KeptForRefresh) -> Self {
+    /// A reader for one refresh that reads again, with one `pread`, the files below
+    /// `cgroup_root` the last reader made from `kept` read, and keeps those it reads open
+    /// for the next; the others are closed when this reader is dropped. Only cgroup files
+    /// are kept: a `/proc/<pid>/...` file would hold its process's namespaces alive.
+    pub fn keeping(kept: &Arc<KeptFiles>, cgroup_root: &Path) -> Self {
         FileReader {
-            kept: Some(kept),
+            kept: Some(kept.for_refresh(cgroup_root)),
             ..Self::default()
         }
     }

@@ -15,8 +15,8 @@ use lxmetrics_core::config::{
 };
 use lxmetrics_core::discovery::{Discovery, DiscoveryError};
 use lxmetrics_plugin::{
-    run_blocking, Family, FileReader, HostPaths, Instance, InstanceStatus, InstanceType, Layout,
-    MetricDesc, SeriesOf,
+    run_blocking, Family, FileReader, HostPaths, Instance, InstanceStatus, InstanceType, KeptFiles,
+    Layout, MetricDesc, SeriesOf,
 };
 
 use crate::cgroupfs as parse;
@@ -195,6 +195,8 @@ pub struct CgroupDiscovery {
     figures: Arc<Mutex<Option<KeptFigures>>>,
     /// A background fetch of the figures is running.
     fetching_figures: Arc<std::sync::atomic::AtomicBool>,
+    /// The `cgroup.procs` files read for instances' pids, kept open between walks.
+    kept_files: Arc<KeptFiles>,
 }
 
 /// What one manager's API did lately.
@@ -401,6 +403,7 @@ impl CgroupDiscovery {
             kept_view: Arc::default(),
             figures: Arc::default(),
             fetching_figures: Arc::default(),
+            kept_files: Arc::default(),
         }
     }
 
@@ -670,6 +673,8 @@ impl CgroupDiscovery {
         let layout =
             Layout::detect(&host.cgroup_root).map_err(|e| DiscoveryError(e.to_string()))?;
         let root = layout.discovery_root();
+        // On hybrid hosts, the v2 hierarchy beside the v1 one walked.
+        let unified = layout.unified().filter(|u| *u != root);
         let mut claimed: HashSet<&str> = HashSet::new();
         let mut claimed_ids: HashSet<&str> = HashSet::new();
         let mut known = self
@@ -680,7 +685,7 @@ impl CgroupDiscovery {
         let mut stale = false;
         let mut unclaimed_names = Vec::new();
         let mut found: Vec<(usize, usize, Instance)> = Vec::new();
-        let mut reader = FileReader::new();
+        let mut reader = FileReader::keeping(&self.kept_files, &host.cgroup_root);
         for rule in &self.rules {
             let mut matches = Vec::new();
             walk(
@@ -693,8 +698,7 @@ impl CgroupDiscovery {
             );
             for (relative, name, project) in matches {
                 let Some(pid) = first_pid(&root.join(&relative), PID_SEARCH_DEPTH, |d| {
-                    let pids = reader.parse(&d.join("cgroup.procs"), parse::pid_list);
-                    pids.ok().and_then(|pids| pids.first().copied())
+                    listed_pid(&mut reader, &root, unified, d)
                 }) else {
                     continue; // not running
                 };
@@ -784,8 +788,7 @@ impl CgroupDiscovery {
                 };
                 let Some(relative) = relative else { continue };
                 let Some(pid) = first_pid(&root.join(&relative), PID_SEARCH_DEPTH, |d| {
-                    let pids = reader.parse(&d.join("cgroup.procs"), parse::pid_list);
-                    pids.ok().and_then(|pids| pids.first().copied())
+                    listed_pid(&mut reader, &root, unified, d)
                 }) else {
                     continue; // not running now
                 };
@@ -1250,6 +1253,27 @@ fn first_pid(
     None
 }
 
+/// The first pid cgroup `dir` (below `root`) lists. On hybrid hosts the same cgroup's
+/// list in the v2 hierarchy is read first: the reader keeps that file open between
+/// refreshes, which a v1 pid list cannot be (`plugin/src/kept_files.rs`). The v1 list
+/// is read when the v2 cgroup is missing or lists no process.
+fn listed_pid(
+    reader: &mut FileReader,
+    root: &Path,
+    unified: Option<&Path>,
+    dir: &Path,
+) -> Option<u32> {
+    let v2 = unified.and_then(|u| Some(u.join(dir.strip_prefix(root).ok()?)));
+    let mut first_in = |d: &Path| {
+        let pids = reader.parse(&d.join("cgroup.procs"), parse::pid_list);
+        pids.map(|pids| pids.first().copied())
+    };
+    match v2.map(|d| first_in(&d)) {
+        Some(Ok(Some(pid))) => Some(pid),
+        _ => first_in(dir).ok().flatten(),
+    }
+}
+
 /// How many cgroups one instance's pid search may look into.
 const PID_SEARCH_BUDGET: usize = 64;
 
@@ -1388,6 +1412,50 @@ mod tests {
             .discover_with_sources(&host, &lxd.offline_view(), &HashMap::new())
             .unwrap();
         assert_eq!(walk.conflicts, 1, "the dropped cgroup is counted");
+    }
+
+    /// On a hybrid host an instance's pid is read from its v2 cgroup, whose list can be
+    /// kept open, and from its v1 cgroup when the v2 one is missing or empty.
+    #[test]
+    fn hybrid_hosts_take_the_pid_from_the_v2_list_when_it_has_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let cgroup = dir.path().join("cgroup");
+        for (name, v1, v2) in [
+            ("a", "11\n", Some("21\n")),
+            ("b", "12\n", None),
+            ("c", "13\n", Some("")),
+        ] {
+            let c = cgroup.join("pids").join(format!("lxc.payload.{name}"));
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("cgroup.procs"), v1).unwrap();
+            if let Some(v2) = v2 {
+                let c = cgroup.join("unified").join(format!("lxc.payload.{name}"));
+                std::fs::create_dir_all(&c).unwrap();
+                std::fs::write(c.join("cgroup.procs"), v2).unwrap();
+            }
+        }
+        std::fs::write(cgroup.join("unified/cgroup.controllers"), "").unwrap();
+        let host = HostPaths {
+            cgroup_root: cgroup,
+            ..HostPaths::default()
+        };
+        let discovery = CgroupDiscovery::new(&InstancesConfig {
+            source: vec![InstanceSource::preset(Preset::Lxc)],
+            ..no_apis()
+        });
+        for _ in 0..2 {
+            let pids: Vec<(String, Option<u32>)> = discovery
+                .discover_blocking(&host)
+                .unwrap()
+                .into_iter()
+                .map(|i| (i.name, i.pid))
+                .collect();
+            let expected = [("a", 21), ("b", 12), ("c", 13)].map(|(n, p)| (n.to_owned(), Some(p)));
+            assert_eq!(
+                pids, expected,
+                "the same when read again through kept files"
+            );
+        }
     }
 
     /// With the API's answer: its instances keep their exact identity (a VM whose cgroup

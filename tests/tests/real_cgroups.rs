@@ -316,3 +316,106 @@ async fn a_restarted_containers_new_cgroup_is_read_not_the_old_one() {
         let _ = child.wait();
     }
 }
+
+/// A cgroup made for one test by `mkdir` in a real hierarchy, removed when dropped with
+/// the processes moved into it.
+struct ScratchCgroup {
+    dir: std::path::PathBuf,
+    children: Vec<std::process::Child>,
+}
+
+impl ScratchCgroup {
+    /// Starts a `sleep` in the cgroup; its pid.
+    fn add_sleeper(&mut self) -> u32 {
+        let child = Command::new("sleep").arg("600").spawn().expect("sleep");
+        let pid = child.id();
+        self.children.push(child);
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("moving {pid} into {}: {e}", self.dir.display()));
+        pid
+    }
+
+    /// Ends the `sleep` started `index`-th.
+    fn end_sleeper(&mut self, index: usize) {
+        let child = &mut self.children[index];
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for ScratchCgroup {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.dir).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+/// Discovery and the process count read `cgroup.procs` through a reader that keeps cgroup
+/// files open. v1 hands a kept pid list back unchanged while it is read more often than
+/// once a second, so such a list must not be kept; v2 lists anew on every read. On each
+/// hierarchy this host has, a process that joins or ends shows in the next read at once.
+#[test]
+fn a_kept_readers_pid_lists_follow_processes_at_once_on_v1_and_v2() {
+    use lxmetrics_plugin::{FileReader, KeptFiles};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root to create cgroups"
+    );
+    let root = Path::new("/sys/fs/cgroup");
+    let hierarchies: Vec<std::path::PathBuf> =
+        [root.join("pids"), root.join("unified"), root.to_path_buf()]
+            .into_iter()
+            .filter(|h| {
+                h.join("cgroup.procs").is_file()
+                    && h.join("tasks").is_file() != h.join("cgroup.controllers").is_file()
+            })
+            .collect();
+    assert!(
+        !hierarchies.is_empty(),
+        "no v1 pids or v2 hierarchy under {}",
+        root.display()
+    );
+    for hierarchy in hierarchies {
+        let dir = hierarchy.join(format!("lxmkept{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let mut cgroup = ScratchCgroup {
+            dir,
+            children: Vec::new(),
+        };
+        let kept = std::sync::Arc::new(KeptFiles::default());
+        let procs = cgroup.dir.join("cgroup.procs");
+        let listed = || -> Vec<u32> {
+            let mut files = FileReader::keeping(&kept, root);
+            let text = files.read(&procs).expect("cgroup.procs").to_owned();
+            let mut pids: Vec<u32> = text.lines().map(|l| l.parse().expect("a pid")).collect();
+            pids.sort_unstable();
+            pids
+        };
+        let first = cgroup.add_sleeper();
+        assert_eq!(listed(), [first], "{}", hierarchy.display());
+        let second = cgroup.add_sleeper();
+        let mut both = vec![first, second];
+        both.sort_unstable();
+        assert_eq!(
+            listed(),
+            both,
+            "a process that joined, in {}",
+            hierarchy.display()
+        );
+        cgroup.end_sleeper(0);
+        assert_eq!(
+            listed(),
+            [second],
+            "a process that ended, in {}",
+            hierarchy.display()
+        );
+    }
+}
