@@ -3,8 +3,9 @@
 //! namespace, veth and root file system), LXD's own `/1.0/metrics` on
 //! `core.metrics_address`, and this daemon over the same containers, scraped cold (a new
 //! TLS connection, a full refresh, an encode) one after the other in one run. The CPU of
-//! each is read from `/proc/<pid>/stat` around its scrapes; ours includes what LXD spent
-//! answering our inventory requests meanwhile. LXD's scrapes are 8.5 s apart, past its
+//! each is read from its CPU-time clock from before its scrape until 1.5 s after the
+//! answer (what it does after answering counts); ours includes what LXD spent answering
+//! our inventory requests during our scrape. LXD's scrapes are 8.5 s apart, past its
 //! own 8 s metrics cache, so both sides are measured cold.
 
 use std::process::Command;
@@ -23,7 +24,7 @@ const ROUNDS: usize = 9;
 /// LXD 5.0 keeps its metrics for 8 s ("cached for 8s to handle multiple scrapers",
 /// doc/metrics.md): its scrapes are spaced wider, so every one is cold.
 const LXD_CACHE: Duration = Duration::from_millis(8500);
-/// How long after its answer LXD's CPU is still counted to its scrape.
+/// How long after its answer each daemon's CPU is still counted to its scrape.
 const LXD_SETTLE: Duration = Duration::from_millis(1500);
 
 /// `lxc ARGS`: its output, or its error.
@@ -254,8 +255,11 @@ pub async fn versus_lxd(report: &mut Report) {
 
         let (before, lxd_before) = (process_cpu_seconds(our_pid), process_cpu_seconds(lxd));
         let (took, series) = cold_scrape(&our_client, &our_url).await;
-        our_cpu += process_cpu_seconds(our_pid) - before;
         lxd_for_us += process_cpu_seconds(lxd) - lxd_before;
+        // What ours does after answering (returning memory, closing the connection) is
+        // its scrape's too, counted over the same time as LXD's.
+        tokio::time::sleep(LXD_SETTLE).await;
+        our_cpu += process_cpu_seconds(our_pid) - before;
         our_times.push(took);
         our_series = series;
     }
