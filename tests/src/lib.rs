@@ -59,6 +59,14 @@ pub fn lxmetrics_bin() -> &'static Path {
     BIN.get_or_init(|| build_bin("lxmetrics-server", "lxmetrics"))
 }
 
+/// Path of `lxm-instance`, the bench's realistic instance (its own namespaces, traffic,
+/// block I/O): built with the bench's own profile, since `cargo run --bin
+/// lxmetrics-bench` builds only the bench.
+pub fn instance_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_bin("lxmetrics-tests", "lxm-instance"))
+}
+
 /// Path of the example custom daemon that links the example plugin.
 pub fn custom_daemon_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

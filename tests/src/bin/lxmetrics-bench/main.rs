@@ -52,41 +52,6 @@ struct Member {
     stdin: Option<ChildStdin>,
 }
 
-/// The `lxm-instance` program beside this one, built first when it is not there yet
-/// (`cargo run --bin lxmetrics-bench` builds only the bench): checked before the first
-/// phase, so a missing build fails at once, not minutes in.
-fn instance_program() -> PathBuf {
-    let program = std::env::current_exe()
-        .expect("own path")
-        .with_file_name("lxm-instance");
-    if program.is_file() {
-        return program;
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!(
-        "building {} (cargo build --release -p lxmetrics-tests --bin lxm-instance)",
-        program.display()
-    );
-    let built = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "lxmetrics-tests",
-            "--bin",
-            "lxm-instance",
-        ])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        built && program.is_file(),
-        "{} is missing and could not be built: run `cargo build --release -p lxmetrics-tests --bins` first",
-        program.display()
-    );
-    program
-}
-
 /// The cgroups, processes, namespaces and bridges of one run; removed on drop.
 struct Fleet {
     members: Vec<Member>,
@@ -117,11 +82,11 @@ impl Fleet {
         if n <= first {
             return;
         }
-        let program = instance_program();
+        let program = lxmetrics_tests::instance_bin();
         let mut readers = Vec::new();
         for i in first..n {
             let cgroup = create_lxc_cgroup(&format!("bench-{i:05}"));
-            let mut child = Command::new(&program)
+            let mut child = Command::new(program)
                 .arg(i.to_string())
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
@@ -548,7 +513,8 @@ fn fleet_bench() -> bool {
         .build()
         .expect("runtime");
     let mut report = report::Report::default();
-    instance_program();
+    // Built before the first phase, so a failed build stops the bench at once.
+    lxmetrics_tests::instance_bin();
     let mut fleet = Fleet::create(0);
     let mut per_instance = Vec::new();
 
