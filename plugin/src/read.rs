@@ -6,7 +6,6 @@ use std::fmt;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
 
 use crate::kept_files::{KeptFiles, KeptForRefresh};

@@ -1456,6 +1456,12 @@ mod tests {
                 "the same when read again through kept files"
             );
         }
+        // Kept: with its file gone by path, a's v2 list is still read through the open
+        // descriptor (on cgroupfs a removed cgroup's file answers ENODEV instead, and is
+        // opened again); a reader that opened it anew would fall back to v1's 11.
+        std::fs::remove_file(host.cgroup_root.join("unified/lxc.payload.a/cgroup.procs")).unwrap();
+        let a = discovery.discover_blocking(&host).unwrap();
+        assert_eq!((a[0].name.as_str(), a[0].pid), ("a", Some(21)));
     }
 
     /// With the API's answer: its instances keep their exact identity (a VM whose cgroup
