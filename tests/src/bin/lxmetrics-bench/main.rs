@@ -322,7 +322,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
-/// One refresh comparison: wall times (medians of the rounds) and CPU (over all rounds).
+/// One refresh comparison: wall times and CPU, medians of the rounds.
 struct RefreshFigures {
     instances: usize,
     files: usize,
@@ -337,14 +337,14 @@ impl RefreshFigures {
         self.refresh.as_secs_f64() / self.raw.as_secs_f64()
     }
 
-    /// This process's CPU per refresh and instance.
+    /// This process's CPU per refresh and instance (median round).
     fn cpu_per_instance(&self) -> Duration {
-        self.refresh_cpu.ours / (ROUNDS * self.instances) as u32
+        self.refresh_cpu.ours() / self.instances as u32
     }
 
-    /// This process's CPU per read of the floor and instance.
+    /// This process's CPU per read of the floor and instance (median round).
     fn floor_cpu_per_instance(&self) -> Duration {
-        self.raw_cpu.ours / (ROUNDS * self.instances) as u32
+        self.raw_cpu.ours() / self.instances as u32
     }
 
     fn per_instance(&self) -> Duration {
@@ -376,16 +376,23 @@ impl CpuClocks {
 /// the second (docs/performance.md).
 #[derive(Default)]
 struct CpuSpent {
-    ours: Duration,
+    /// Ours, per round.
+    ours: Vec<Duration>,
+    /// Others', over all rounds.
     others: Duration,
     wall: Duration,
 }
 
 impl CpuSpent {
+    /// Ours, the median round (like the wall times).
+    fn ours(&self) -> Duration {
+        median(self.ours.clone())
+    }
+
     fn add(&mut self, since: &CpuClocks, wall: Duration) {
         let now = CpuClocks::now();
         let ours = now.ours.saturating_sub(since.ours);
-        self.ours += ours;
+        self.ours.push(ours);
         self.others += now
             .machine
             .saturating_sub(since.machine)
@@ -402,7 +409,7 @@ impl CpuSpent {
 
 /// Busy time of all CPUs since boot (`/proc/stat`: user, nice, system, irq, softirq),
 /// in clock ticks.
-fn machine_busy() -> Duration {
+pub(crate) fn machine_busy() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
     let ticks: u64 = stat
         .lines()
