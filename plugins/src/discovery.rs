@@ -217,6 +217,11 @@ struct SourceHealth {
 const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl SourceHealth {
+    /// Whether it failed less than [`RETRY_AFTER`] ago, so it is not asked yet.
+    fn backing_off(&self, now: std::time::Instant) -> bool {
+        self.retry_at.is_some_and(|at| now < at)
+    }
+
     /// Records how the source answered: `Ok(Some(n))` with `n` instances, `Ok(None)` not
     /// here (no socket), `Err(Some(e))` failed now (logged; not asked again before
     /// [`RETRY_AFTER`]), `Err(None)` still waiting to be asked again. Returns whether it
@@ -502,10 +507,7 @@ impl CgroupDiscovery {
         let sockets = self.sockets();
         let waiting: Vec<bool> = {
             let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-            health
-                .iter()
-                .map(|h| h.retry_at.is_some_and(|at| now < at))
-                .collect()
+            health.iter().map(|h| h.backing_off(now)).collect()
         };
         let asked = |index: usize| -> Result<(), Option<ApiError>> {
             match (
@@ -1115,9 +1117,7 @@ impl CgroupDiscovery {
         let now = std::time::Instant::now();
         let waiting = {
             let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
-            health
-                .get(index)
-                .is_some_and(|h| h.retry_at.is_some_and(|at| now < at))
+            health.get(index).is_some_and(|h| h.backing_off(now))
         };
         if waiting {
             return true;

@@ -402,13 +402,18 @@ impl CpuSpent {
 
     /// The share of the machine's cores that others took meanwhile.
     fn others_share(&self) -> f64 {
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        self.others.as_secs_f64() / (self.wall.as_secs_f64() * cores as f64)
+        share_of_cores(self.others, self.wall)
     }
 }
 
+/// `cpu` as a share (0 to 1) of all the machine's cores over `wall`.
+pub(crate) fn share_of_cores(cpu: Duration, wall: Duration) -> f64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    cpu.as_secs_f64() / (wall.as_secs_f64() * cores as f64)
+}
+
 /// Busy time of all CPUs since boot (`/proc/stat`: user, nice, system, irq, softirq),
-/// in clock ticks.
+/// read in clock ticks.
 pub(crate) fn machine_busy() -> Duration {
     let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
     let ticks: u64 = stat

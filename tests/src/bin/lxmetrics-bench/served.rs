@@ -350,9 +350,7 @@ async fn latency(report: &mut Report, daemon: &Daemon, series: usize) {
             crate::machine_busy() - machine_before,
         );
         // Who had the cores: on 2 vCPUs the four clients share them with the daemon.
-        let cores =
-            wall.as_secs_f64() * std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let share = |d: Duration| d.as_secs_f64() / cores * 100.0;
+        let share = |d: Duration| crate::share_of_cores(d, wall) * 100.0;
         let others = machine.saturating_sub(daemon_cpu + bench_cpu);
         samples.sort();
         let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
