@@ -78,7 +78,8 @@ fn benches(c: &mut Criterion) {
     let svc = service(&runtime);
     let snapshot = runtime.block_on(svc.cache().snapshot()).unwrap();
     let series: usize = snapshot.families().iter().map(|f| f.samples.len()).sum();
-    assert_eq!(series, INSTANCES * SERIES_PER_INSTANCE);
+    // The shape's series, and discovery's `instance_info` for each instance.
+    assert_eq!(series, INSTANCES * (SERIES_PER_INSTANCE + 1));
 
     let mut group = c.benchmark_group("encode_1000x60");
     group.throughput(Throughput::Elements(series as u64));
