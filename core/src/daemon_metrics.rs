@@ -2,7 +2,6 @@
 //! instance counts, API request counters, collector health, refresh count and the
 //! standard `process_*` metrics.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -205,19 +204,13 @@ impl DaemonTelemetry {
 
         // As LXD: every instance, running or not, counted per project and type; both
         // types written for every project that has an instance.
-        let mut counts: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
-        for i in snapshot.instances() {
-            if filter.allows(Some(&i.project)) {
-                let slot = usize::from(i.kind == InstanceType::VirtualMachine);
-                counts.entry(&i.project).or_default()[slot] += 1;
-            }
-        }
         let mut instances = Family::new(INSTANCES, &["project", "type"]);
-        for (project, [containers, vms]) in counts {
+        let counts = snapshot.instance_counts().iter();
+        for (project, [containers, vms]) in counts.filter(|(p, _)| filter.allows(Some(p))) {
             let container = InstanceType::Container.as_str();
             let vm = InstanceType::VirtualMachine.as_str();
-            instances.push(SeriesOf::HOST, [project, container], containers as f64);
-            instances.push(SeriesOf::HOST, [project, vm], vms as f64);
+            instances.push(SeriesOf::HOST, [project, container], *containers as f64);
+            instances.push(SeriesOf::HOST, [project, vm], *vms as f64);
         }
         out.push(instances);
 
@@ -289,16 +282,16 @@ impl DaemonTelemetry {
                 out.push(f);
             }
         };
-        let stat = process::self_stat().ok();
+        let memory = process::memory().ok();
         gauge(
             "process_resident_memory_bytes",
             "Resident memory size in bytes",
-            stat.as_ref().map(|s| s.resident_bytes as f64),
+            memory.map(|m| m.resident_bytes as f64),
         );
         gauge(
             "process_virtual_memory_bytes",
             "Virtual memory size in bytes",
-            stat.as_ref().map(|s| s.virtual_bytes as f64),
+            memory.map(|m| m.virtual_bytes as f64),
         );
         gauge(
             "process_open_fds",
@@ -308,7 +301,7 @@ impl DaemonTelemetry {
         gauge(
             "process_max_fds",
             "Maximum number of open file descriptors",
-            process::max_fds().ok().map(|n| n as f64),
+            process::max_fds().map(|n| n as f64),
         );
         let start = self
             .started_wall
@@ -320,18 +313,16 @@ impl DaemonTelemetry {
             "Start time of the process since unix epoch in seconds",
             start,
         );
-        if let Some(s) = &stat {
-            let mut f = Family::new(
-                MetricDesc::counter(
-                    "process_cpu_seconds_total",
-                    "Total user and system CPU time spent in seconds",
-                )
-                .bare(),
-                &[],
-            );
-            f.push(SeriesOf::HOST, (), s.cpu_seconds);
-            out.push(f);
-        }
+        let mut cpu = Family::new(
+            MetricDesc::counter(
+                "process_cpu_seconds_total",
+                "Total user and system CPU time spent in seconds",
+            )
+            .bare(),
+            &[],
+        );
+        cpu.push(SeriesOf::HOST, (), process::cpu_seconds());
+        out.push(cpu);
         out
     }
 }

@@ -25,7 +25,7 @@ pub mod engine;
 pub mod exposition;
 pub mod family_rules;
 mod instance_info;
-pub mod process;
+mod process;
 pub mod project_filter;
 pub mod registry;
 pub mod scrape;
