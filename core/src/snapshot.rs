@@ -7,7 +7,7 @@
 //! that collector's series. A family that breaks a rule is dropped and its collector is
 //! reported as failed, never served half-right.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +16,8 @@ use compact_str::CompactString;
 use crate::exposition::text::render_instance_labels;
 use crate::family_rules;
 use lxmetrics_plugin::{
-    is_valid_metric_name, Collection, Family, Instance, InstanceIndex, MetricKind, SeriesSuffix,
+    is_valid_metric_name, Collection, Family, Instance, InstanceIndex, InstanceType, MetricKind,
+    SeriesSuffix,
 };
 
 /// How one collector (or discovery) did in a refresh.
@@ -41,6 +42,9 @@ pub struct CollectorStatus {
 pub struct Snapshot {
     instances: Arc<[Instance]>,
     instance_labels: Vec<Box<[u8]>>,
+    /// Instances per project (sorted), containers then virtual machines: counted once
+    /// here, as every response shows them.
+    instance_counts: Vec<(String, [u64; 2])>,
     families: Vec<Family>,
     statuses: Vec<CollectorStatus>,
 }
@@ -60,6 +64,11 @@ impl Snapshot {
     /// The instance label text per instance, as the encoder writes it.
     pub fn instance_labels(&self) -> &[Box<[u8]>] {
         &self.instance_labels
+    }
+
+    /// Instances per project, sorted by project: containers, then virtual machines.
+    pub(crate) fn instance_counts(&self) -> &[(String, [u64; 2])] {
+        &self.instance_counts
     }
 
     /// The validated families.
@@ -213,9 +222,19 @@ impl SnapshotBuilder {
     /// The finished snapshot.
     pub fn finish(self) -> Snapshot {
         let instance_labels = self.instances.iter().map(render_instance_labels).collect();
+        let mut counts: BTreeMap<&str, [u64; 2]> = BTreeMap::new();
+        for i in self.instances.iter() {
+            let slot = usize::from(i.kind == InstanceType::VirtualMachine);
+            counts.entry(&i.project).or_default()[slot] += 1;
+        }
+        let instance_counts = counts
+            .into_iter()
+            .map(|(project, n)| (project.to_owned(), n))
+            .collect();
         Snapshot {
             instances: self.instances,
             instance_labels,
+            instance_counts,
             families: self.families,
             statuses: self.statuses,
         }

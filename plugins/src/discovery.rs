@@ -203,6 +203,10 @@ pub struct CgroupDiscovery {
 #[derive(Clone, Debug)]
 struct SourceHealth {
     engine: &'static str,
+    /// Its socket was here when discovery last looked (before asking). The health
+    /// families, made for every request, show what that look found rather than look
+    /// again (a path walk per candidate socket).
+    present: bool,
     /// The last refresh got its instance list.
     up: bool,
     /// Refreshes that fell back to cgroup names because it did not answer.
@@ -393,6 +397,7 @@ impl CgroupDiscovery {
             .chain(engines.iter().map(|e| e.engine))
             .map(|engine| SourceHealth {
                 engine,
+                present: false,
                 up: false,
                 fallbacks: 0,
                 retry_at: None,
@@ -418,7 +423,8 @@ impl CgroupDiscovery {
     /// left out, so one engine is not asked and counted twice.
     fn sockets(&self) -> Vec<(&'static str, Option<PathBuf>)> {
         let mut seen: Vec<PathBuf> = Vec::new();
-        self.managers
+        let sockets: Vec<(&'static str, Option<PathBuf>)> = self
+            .managers
             .iter()
             .map(|m| (m.engine, m.socket()))
             .chain(self.engines.iter().map(|e| (e.engine, e.socket())))
@@ -431,7 +437,12 @@ impl CgroupDiscovery {
                 });
                 (engine, socket.map(Path::to_owned))
             })
-            .collect()
+            .collect();
+        let mut health = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        for (h, (_, socket)) in health.iter_mut().zip(&sockets) {
+            h.present = socket.is_some();
+        }
+        sockets
     }
 
     /// `storage_pool_{size,used}_bytes{pool,driver}`,
@@ -480,15 +491,14 @@ impl CgroupDiscovery {
     }
 
     /// `metrics_instance_source_up{source}` and `..._fallbacks_total{source}` for each
-    /// runtime API present on this host, and `metrics_instance_conflicts` (daemon series,
-    /// for the unrestricted view).
+    /// runtime API whose socket was here when discovery last looked (or that fell back),
+    /// and `metrics_instance_conflicts` (daemon series, for the unrestricted view).
     pub fn health_families(&self) -> Vec<Family> {
-        let sockets = self.sockets();
         let health = self.health.lock().unwrap_or_else(|p| p.into_inner());
         let mut up = Family::new(SOURCE_UP, &["source"]);
         let mut fallbacks = Family::new(SOURCE_FALLBACKS, &["source"]);
-        for (h, (_, socket)) in health.iter().zip(&sockets) {
-            if socket.is_some() || h.fallbacks > 0 {
+        for h in health.iter() {
+            if h.present || h.fallbacks > 0 {
                 up.push(SeriesOf::HOST, [h.engine], if h.up { 1.0 } else { 0.0 });
                 fallbacks.push(SeriesOf::HOST, [h.engine], h.fallbacks as f64);
             }
