@@ -13,7 +13,6 @@ use std::sync::{Mutex, PoisonError};
 
 use bytes::Bytes;
 
-use flate2::{Compress, Compression, FlushCompress};
 use miniz_oxide::deflate::core::{
     compress_to_output, create_comp_flags_from_zip_params, CompressionStrategy, CompressorOxide,
     TDEFLFlush, TDEFLStatus,
@@ -27,7 +26,8 @@ const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 /// metrics text miniz's level 4 is the knee: 100 LXD containers' 553 KB body took
 /// 1.7 ms for 27,850 B against 3.4 ms for 27,114 B at level 6 (0.5 ms for 36,533 B at
 /// level 1); the bench's 1,000 x 61 series 21.0 ms against 39.3 ms, 0.4 % larger.
-const CACHED_LEVEL: u32 = 4;
+const CACHED_FLAGS: u32 =
+    create_comp_flags_from_zip_params(4, -15, CompressionStrategy::Default as i32);
 
 /// Compressed once per snapshot: the gzip header and the deflate blocks of the instance
 /// part, not yet final, shared by every response in the window.
@@ -39,24 +39,14 @@ pub struct GzipPrefix {
 }
 
 impl GzipPrefix {
-    /// Compresses `data` into non-final deflate blocks ending on a sync flush.
+    /// Compresses `data` into non-final deflate blocks ending on a sync flush. Empty
+    /// data (a `?project=` that selects nothing) needs no blocks and no compressor.
     pub fn new(data: &[u8]) -> Self {
-        let mut compress = Compress::new(Compression::new(CACHED_LEVEL), false);
-        let mut out = Vec::with_capacity(data.len() / 5 + 64);
+        let mut out = Vec::with_capacity(GZIP_HEADER.len() + data.len() / 5 + 64);
         out.extend_from_slice(&GZIP_HEADER);
-        let mut consumed = 0;
-        loop {
-            if out.capacity() - out.len() < 64 {
-                out.reserve(out.capacity().max(4096));
-            }
-            let before = compress.total_in();
-            // Errors only report "no progress possible", which the checks below handle.
-            let _ = compress.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync);
-            consumed += usize::try_from(compress.total_in() - before).unwrap_or(0);
-            // Done when all input is in and the flush left spare room (nothing pending).
-            if consumed == data.len() && out.len() < out.capacity() {
-                break;
-            }
+        if !data.is_empty() {
+            let mut compressor = Box::new(CompressorOxide::new(CACHED_FLAGS));
+            deflate(&mut compressor, data, TDEFLFlush::Sync, &mut out);
         }
         let mut crc = crc32fast::Hasher::new();
         crc.update(data);
@@ -119,8 +109,8 @@ const KEPT_TAIL_COMPRESSORS: usize = 4;
 /// The tail's deflate settings: raw deflate, level 1, and the fixed Huffman codes of
 /// RFC 1951. Building a block's own codes took half the time of compressing the 8 KB
 /// daemon part (28 µs with its own codes, 14.5 µs with the fixed ones, for 1,850 B
-/// against 1,585 B); flate2 has no setting for it, so miniz_oxide (its backend) is
-/// used directly.
+/// against 1,585 B). flate2 has no setting for it, so both parts use miniz_oxide,
+/// flate2's own deflate, directly.
 const TAIL_FLAGS: u32 =
     create_comp_flags_from_zip_params(1, -15, CompressionStrategy::Fixed as i32);
 
@@ -133,44 +123,65 @@ fn deflate_final(data: &[u8]) -> Vec<u8> {
     let mut compressor = kept.unwrap_or_else(|| Box::new(CompressorOxide::new(TAIL_FLAGS)));
     compressor.reset();
     let mut out = Vec::with_capacity(data.len() / 3 + 64);
-    // The output goes to a Vec, which always takes it: the only other outcome is a
-    // compressor in a bad state, which is then not kept.
-    let (status, _) = compress_to_output(&mut compressor, data, TDEFLFlush::Finish, |block| {
-        out.extend_from_slice(block);
-        true
-    });
-    if status != TDEFLStatus::Done {
-        tracing::error!(
-            ?status,
-            "deflating a response tail failed; sent uncompressed"
-        );
-        return stored_final(data);
-    }
-    let mut kept = TAIL_COMPRESSORS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if kept.len() < KEPT_TAIL_COMPRESSORS {
-        kept.push(compressor);
+    if deflate(&mut compressor, data, TDEFLFlush::Finish, &mut out) {
+        let mut kept = TAIL_COMPRESSORS
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if kept.len() < KEPT_TAIL_COMPRESSORS {
+            kept.push(compressor);
+        }
     }
     out
 }
 
-/// `data` as stored (uncompressed) deflate blocks, the last one final (RFC 1951,
-/// 3.2.4): what a tail is sent as if its compressor fails. The stream is byte-aligned
-/// here (the prefix ends on a sync flush), as a stored block needs.
-fn stored_final(data: &[u8]) -> Vec<u8> {
+/// Appends `data` to `out` as raw deflate blocks ending as `flush` says (`Sync`: on a
+/// byte boundary, more to follow; `Finish`: the last block final). Returns whether the
+/// compressor did it. The output goes to a `Vec`, which always takes it, so the only
+/// other outcome is a compressor in a bad state: `data` is then appended as stored
+/// blocks, ending the same way, and the compressor must not be used again.
+fn deflate(
+    compressor: &mut CompressorOxide,
+    data: &[u8],
+    flush: TDEFLFlush,
+    out: &mut Vec<u8>,
+) -> bool {
+    let start = out.len();
+    let (status, _) = compress_to_output(compressor, data, flush, |block| {
+        out.extend_from_slice(block);
+        true
+    });
+    let expected = match flush {
+        TDEFLFlush::Finish => TDEFLStatus::Done,
+        _ => TDEFLStatus::Okay,
+    };
+    if status == expected {
+        return true;
+    }
+    tracing::error!(
+        ?status,
+        "deflating a response part failed; sent uncompressed"
+    );
+    out.truncate(start);
+    stored_blocks(data, flush == TDEFLFlush::Finish, out);
+    false
+}
+
+/// Appends `data` as stored (uncompressed) deflate blocks (RFC 1951, 3.2.4), the last
+/// one final if `last`: what a part is sent as if its compressor fails. The stream is
+/// byte-aligned here (after the header or a sync flush), as a stored block needs.
+fn stored_blocks(data: &[u8], last: bool, out: &mut Vec<u8>) {
     const MAX_STORED: usize = u16::MAX as usize;
-    let mut out = Vec::with_capacity(data.len() + (data.len() / MAX_STORED + 1) * 5);
+    out.reserve(data.len() + (data.len() / MAX_STORED + 1) * 5);
     let mut rest = data;
     loop {
         let (block, after) = rest.split_at(rest.len().min(MAX_STORED));
         let len = block.len() as u16;
-        out.push(u8::from(after.is_empty())); // BFINAL on the last, BTYPE 00 (stored)
+        out.push(u8::from(last && after.is_empty())); // BFINAL, BTYPE 00 (stored)
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(&(!len).to_le_bytes());
         out.extend_from_slice(block);
         if after.is_empty() {
-            return out;
+            return;
         }
         rest = after;
     }
@@ -216,6 +227,8 @@ mod tests {
         let prefix = GzipPrefix::new(b"lxd_instances 3\n");
         let tail = b"lxd_uptime_seconds 12\nprocess_open_fds 9\n".repeat(200);
         let first = prefix.finish_with(&tail);
+        // Compressed, not sent as stored blocks (what a failing compressor falls back to).
+        assert!(first.len() < tail.len() / 4, "{} bytes", first.len());
         // Another tail in between, on whatever compressor is kept.
         let other = prefix.finish_with(&b"x".repeat(50_000));
         assert_eq!(gunzip_single_member(&other).len(), 16 + 50_000);
@@ -225,19 +238,32 @@ mod tests {
         assert_eq!(gunzip_single_member(&first), expected);
     }
 
+    /// What a part is sent as when its compressor fails: stored blocks, non-final for
+    /// the prefix and final for the tail, still one valid gzip stream.
     #[test]
-    fn a_stored_tail_makes_the_same_stream() {
-        let prefix_data = b"lxd_instances 3\n".repeat(1000);
-        let prefix = GzipPrefix::new(&prefix_data);
+    fn stored_parts_make_the_same_stream() {
+        let prefix_data = b"lxd_instances 3\n".repeat(5000);
+        let compressed = GzipPrefix::new(&prefix_data);
+        let mut head = GZIP_HEADER.to_vec();
+        stored_blocks(&prefix_data, false, &mut head);
+        let stored = GzipPrefix {
+            head: Bytes::from(head),
+            ..compressed.clone()
+        };
         for tail in [
             Vec::new(),
             b"process_open_fds 9\n".to_vec(),
             vec![7u8; 200_000],
         ] {
-            let body = prefix.parts_with(&tail, stored_final(&tail)).concat();
+            let mut tail_blocks = Vec::new();
+            stored_blocks(&tail, true, &mut tail_blocks);
             let mut expected = prefix_data.clone();
             expected.extend_from_slice(&tail);
-            assert_eq!(gunzip_single_member(&body), expected);
+            for prefix in [&compressed, &stored] {
+                let body = prefix.parts_with(&tail, tail_blocks.clone()).concat();
+                assert_eq!(gunzip_single_member(&body), expected);
+            }
+            assert_eq!(gunzip_single_member(&stored.finish_with(&tail)), expected);
         }
     }
 
