@@ -163,10 +163,7 @@ impl MetricsService {
             ProjectFilter::All => ProjectFilter::All,
             ProjectFilter::Only(projects) => {
                 let present = ProjectFilter::only(
-                    projects
-                        .iter()
-                        .filter(|p| snapshot.instances().iter().any(|i| &i.project == *p))
-                        .cloned(),
+                    projects.iter().filter(|p| snapshot.has_project(p)).cloned(),
                 );
                 if present == ProjectFilter::only([]) {
                     return Arc::new(match request.encoding {

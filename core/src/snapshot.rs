@@ -71,6 +71,13 @@ impl Snapshot {
         &self.instance_counts
     }
 
+    /// Whether any instance of this refresh is in `project`.
+    pub(crate) fn has_project(&self, project: &str) -> bool {
+        self.instance_counts
+            .binary_search_by(|(p, _)| p.as_str().cmp(project))
+            .is_ok()
+    }
+
     /// The validated families.
     pub fn families(&self) -> &[Family] {
         &self.families

@@ -420,7 +420,8 @@ impl CgroupDiscovery {
 
     /// Each API's socket here, in health order (managers, then engines); a socket that
     /// is the same file as an earlier one (Docker's socket pointing at Podman's) is
-    /// left out, so one engine is not asked and counted twice.
+    /// left out, so one engine is not asked and counted twice. Records in each source's
+    /// health whether its socket is here, for the health families.
     fn sockets(&self) -> Vec<(&'static str, Option<PathBuf>)> {
         let mut seen: Vec<PathBuf> = Vec::new();
         let sockets: Vec<(&'static str, Option<PathBuf>)> = self
